@@ -1,0 +1,80 @@
+// The effects port: every operation the sandbox machine performs, and the event stream it consumes.
+// Two backends implement it: effects/linux (real syscalls) and sim/ (a model kernel).
+//
+// Contract that both backends honour, because the machine relies on it:
+// - Every operation takes an AbortSignal. The machine aborts an operation when it leaves the
+//   state that started it (a stop request, parent death or deadline interrupts setup). An aborted
+//   operation settles promptly and creates nothing after it settled.
+// - Operations are serialized by the backend: a teardown operation (killAll, cleanup) starts only
+//   after every earlier operation, aborted or not, has settled. So cleanup never races creation.
+// - killAll and cleanup are idempotent and work from what exists, not from what the machine
+//   believes it built: they are also what `vmsandbox finish` runs after a SIGKILLed manager.
+// - Failures reject with an EffectError carrying the syscall-level reason (errno name).
+
+import type { Observable } from 'rxjs';
+import type { ServiceConfig, VmConfig } from '../config/types.js';
+
+export interface EffectInput {
+  config: VmConfig;
+}
+
+export interface LaunchResult {
+  service: string;
+  pid: number;
+}
+
+export interface LandlockReport {
+  /** ABI the kernel offers (0 = Landlock unavailable). */
+  abi: number;
+  /** Protections that this kernel cannot enforce and the config allowed to degrade. */
+  degraded: string[];
+}
+
+export interface SandboxEffects {
+  /** Start the sandbox's PID 1 in a new PID + mount namespace. */
+  createNamespaces(input: EffectInput, signal: AbortSignal): Promise<{ initPid: number }>;
+  /** Build the sandbox's mount tree (read-only root, /proc, /sys, /dev, runtime dir, storage). */
+  mount(input: EffectInput, signal: AbortSignal): Promise<void>;
+  /** Probe the Landlock ABI and prepare one ruleset per service (enforced at exec). */
+  prepareLandlock(input: EffectInput, signal: AbortSignal): Promise<LandlockReport>;
+  /** Create the VM's cgroup and one leaf per service, with limits written. */
+  createCgroups(input: EffectInput, signal: AbortSignal): Promise<void>;
+  /** Launch one service: own uid, mounts, caps, Landlock and cgroup leaf in place before exec. */
+  launch(input: EffectInput & { service: ServiceConfig }, signal: AbortSignal): Promise<LaunchResult>;
+  /** Ask the vmm to shut the VM down gracefully (its configured stop method). */
+  requestStop(input: EffectInput, signal: AbortSignal): Promise<void>;
+  /** SIGTERM every live service other than the vmm; resolves when all of them have exited. */
+  terminateServices(input: EffectInput, signal: AbortSignal): Promise<void>;
+  /** cgroup.kill, SIGKILL the init, and wait until nothing of the VM runs any more. */
+  killAll(input: EffectInput, signal: AbortSignal): Promise<void>;
+  /** Remove the VM's cgroups and runtime directory (bounded retries). Idempotent. */
+  cleanup(input: EffectInput, signal: AbortSignal): Promise<void>;
+}
+
+export type KernelEvent =
+  | { type: 'SERVICE_EXITED'; service: string; pid: number; code: number | null; signal: string | null }
+  | { type: 'INIT_EXITED'; code: number | null; signal: string | null }
+  | { type: 'STOP_REQUESTED'; signal: string; force: boolean }
+  | { type: 'PARENT_DIED' };
+
+export interface Backend {
+  effects: SandboxEffects;
+  /** Kernel events for this VM: exits reported by the init, the manager's signals, parent death. */
+  events$: Observable<KernelEvent>;
+}
+
+export class EffectError extends Error {
+  constructor(
+    readonly op: string,
+    readonly errno: string,
+    message: string,
+  ) {
+    super(`${op}: ${errno}: ${message}`);
+    this.name = 'EffectError';
+  }
+}
+
+export function describeError(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

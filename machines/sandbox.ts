@@ -1,0 +1,419 @@
+// The VM sandbox lifecycle as one pure XState v5 machine.
+//
+// Setup:    setupNamespaces → mount → landlock → cgroup → launch (one service at a time)
+// Life:     running
+// Teardown: gracefulStop → timeoutKill → cleanup → stopped | failed
+//
+// The machine holds data only. Every effect is an actor named after a port operation
+// (effects/port.ts) and supplied by a backend through provide() — see bindBackend.ts.
+// Every state honours a stop request, parent death and the init's death; every path reaches
+// cleanup, so a run never ends with something of the VM left behind.
+
+import { and, assign, fromPromise, setup } from 'xstate';
+import type { ServiceConfig, VmConfig } from '../config/types.js';
+import type { KernelEvent, LandlockReport, LaunchResult } from '../effects/port.js';
+import { describeError } from '../effects/port.js';
+import type { Outcome } from './outcome.js';
+import { exitCodeFor } from './outcome.js';
+
+/** Fixed bound on the cleanup step (rmdir with retries), on top of the configured deadlines. */
+export const CLEANUP_MS = 2000;
+
+export interface SandboxContext {
+  config: VmConfig;
+  /** Services in launch order: the others in config order, the vmm last. */
+  order: string[];
+  /** Index into order of the next service to launch. */
+  next: number;
+  initPid: number | null;
+  /** Live services by name (pid), as launched and not yet reported exited. */
+  pids: Record<string, number>;
+  landlock: LandlockReport | null;
+  outcome: Outcome | null;
+  /** Every failure, in order, each with its reason. The first one decides the outcome. */
+  errors: string[];
+  /** The reason for the most recent transition worth telling an operator. */
+  reason: string | null;
+  stopRequested: boolean;
+  teardownFailed: boolean;
+}
+
+export type SandboxEvent = KernelEvent;
+
+export interface SandboxInput {
+  config: VmConfig;
+}
+
+function launchOrder(config: VmConfig): string[] {
+  const others = config.services.filter((s) => !s.vmm).map((s) => s.name);
+  const vmm = config.services.filter((s) => s.vmm).map((s) => s.name);
+  return [...others, ...vmm];
+}
+
+function serviceNamed(config: VmConfig, name: string): ServiceConfig | undefined {
+  return config.services.find((s) => s.name === name);
+}
+
+function describeExit(e: { code: number | null; signal: string | null }): string {
+  return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
+}
+
+type EffectIn = { config: VmConfig };
+
+/** An effect slot the machine names; a backend fills it through provide() (bindBackend.ts). */
+function placeholder<O, I>(op: string) {
+  return fromPromise<O, I>(async () => {
+    throw new Error(`effect ${op} was not provided: bind a backend with provide()`);
+  });
+}
+
+export const sandboxMachine = setup({
+  types: {
+    context: {} as SandboxContext,
+    events: {} as SandboxEvent,
+    input: {} as SandboxInput,
+  },
+  actors: {
+    createNamespaces: placeholder<{ initPid: number }, EffectIn>('createNamespaces'),
+    mount: placeholder<void, EffectIn>('mount'),
+    prepareLandlock: placeholder<LandlockReport, EffectIn>('prepareLandlock'),
+    createCgroups: placeholder<void, EffectIn>('createCgroups'),
+    launch: placeholder<LaunchResult, EffectIn & { service: ServiceConfig }>('launch'),
+    requestStop: placeholder<void, EffectIn>('requestStop'),
+    terminateServices: placeholder<void, EffectIn>('terminateServices'),
+    killAll: placeholder<void, EffectIn>('killAll'),
+    cleanup: placeholder<void, EffectIn>('cleanup'),
+  },
+  delays: {
+    setupDeadline: ({ context }) => context.config.timeouts.setupMs,
+    stopDeadline: ({ context }) => context.config.timeouts.stopMs,
+    killDeadline: ({ context }) => context.config.timeouts.killMs,
+    cleanupDeadline: CLEANUP_MS,
+  },
+  guards: {
+    moreToLaunch: ({ context }) => context.next < context.order.length,
+    forced: ({ event }) => event.type === 'STOP_REQUESTED' && event.force,
+    isVmmExit: ({ context, event }) =>
+      event.type === 'SERVICE_EXITED' && serviceNamed(context.config, event.service)?.vmm === true,
+    vmmExitedCleanly: ({ event }) => event.type === 'SERVICE_EXITED' && event.code === 0 && !event.signal,
+    exitIgnored: ({ context, event }) =>
+      event.type === 'SERVICE_EXITED' && serviceNamed(context.config, event.service)?.onExit === 'ignore',
+    vmmGone: ({ context }) => !(context.order[context.order.length - 1]! in context.pids),
+    clean: ({ context }) =>
+      !context.teardownFailed &&
+      (context.outcome === null ||
+        context.outcome === 'stopped' ||
+        context.outcome === 'forced' ||
+        context.outcome === 'poweredOff'),
+  },
+  actions: {
+    recordExit: assign(({ context, event }) => {
+      if (event.type !== 'SERVICE_EXITED') return {};
+      const pids = { ...context.pids };
+      delete pids[event.service];
+      return { pids, reason: `${event.service} (pid ${event.pid}) ${describeExit(event)}` };
+    }),
+    recordStop: assign(({ context, event }) => {
+      const how = event.type === 'STOP_REQUESTED' ? `${event.signal}${event.force ? ', forced' : ''}` : event.type;
+      return {
+        stopRequested: true,
+        outcome: context.outcome ?? (event.type === 'STOP_REQUESTED' && event.force ? 'forced' : 'stopped'),
+        reason: `stop requested (${how})`,
+      };
+    }),
+    /** Record a failure: the first one decides the outcome; all are kept with their reasons. */
+    fail: assign(({ context }, p: { outcome: Outcome; reason: string }) => ({
+      outcome: context.outcome ?? p.outcome,
+      errors: [...context.errors, p.reason],
+      reason: p.reason,
+    })),
+    /** A teardown problem: it does not change how the run ended, only that it ended unclean. */
+    teardownProblem: assign(({ context }, p: { reason: string }) => ({
+      teardownFailed: true,
+      errors: [...context.errors, p.reason],
+      reason: p.reason,
+    })),
+    /** An effect rejected (the error event of an invoke); setup steps decide the outcome. */
+    effectFailed: assign(({ context, event }, p: { step: string; setup: boolean }) => {
+      const why = `${p.step} failed: ${describeError((event as { error?: unknown }).error)}`;
+      return {
+        outcome: context.outcome ?? (p.setup ? 'setupFailed' : null),
+        errors: [...context.errors, why],
+        reason: why,
+      };
+    }),
+    recordForced: assign(({ context }) => ({
+      // A forced stop only changes a requested stop's outcome; a crash stays a crash.
+      outcome: context.outcome === 'stopped' || context.outcome === null ? 'forced' : context.outcome,
+    })),
+  },
+}).createMachine({
+  id: 'vmsandbox',
+  context: ({ input }) => ({
+    config: input.config,
+    order: launchOrder(input.config),
+    next: 0,
+    initPid: null,
+    pids: {},
+    landlock: null,
+    outcome: null,
+    errors: [],
+    reason: null,
+    stopRequested: false,
+    teardownFailed: false,
+  }),
+  initial: 'setup',
+  states: {
+    setup: {
+      description: 'Build the sandbox; bounded by timeouts.setupMs.',
+      initial: 'setupNamespaces',
+      after: {
+        setupDeadline: {
+          target: 'timeoutKill',
+          actions: { type: 'fail', params: ({ context }) => ({ outcome: 'setupFailed', reason: `setup did not finish within ${context.config.timeouts.setupMs} ms` }) },
+        },
+      },
+      on: {
+        // A stop during setup aborts the step in flight; the VM never comes up, which is what was asked.
+        STOP_REQUESTED: { target: 'timeoutKill', actions: 'recordStop' },
+        PARENT_DIED: { target: 'timeoutKill', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died during setup' }) } },
+        INIT_EXITED: {
+          target: 'timeoutKill',
+          actions: { type: 'fail', params: ({ event }) => ({ outcome: 'initDied', reason: `sandbox init ${describeExitOf(event)} during setup` }) },
+        },
+        SERVICE_EXITED: [
+          { guard: 'exitIgnored', actions: 'recordExit' },
+          {
+            target: 'timeoutKill',
+            actions: [
+              'recordExit',
+              { type: 'fail', params: ({ event }) => ({ outcome: 'serviceCrashed', reason: event.type === 'SERVICE_EXITED' ? `${event.service} ${describeExit(event)} during setup` : 'service exited' }) },
+            ],
+          },
+        ],
+      },
+      states: {
+        setupNamespaces: {
+          description: 'Clone the init into a new PID + mount namespace.',
+          invoke: {
+            id: 'createNamespaces',
+            src: 'createNamespaces',
+            input: ({ context }) => ({ config: context.config }),
+            onDone: { target: 'mount', actions: assign({ initPid: ({ event }) => event.output.initPid }) },
+            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'setupNamespaces', setup: true } } },
+          },
+        },
+        mount: {
+          description: 'Read-only root, fresh /proc, /sys, minimal /dev, runtime dir, storage.',
+          invoke: {
+            id: 'mount',
+            src: 'mount',
+            input: ({ context }) => ({ config: context.config }),
+            onDone: 'landlock',
+            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'mount', setup: true } } },
+          },
+        },
+        landlock: {
+          description: 'Probe the ABI, prepare one ruleset per service.',
+          invoke: {
+            id: 'prepareLandlock',
+            src: 'prepareLandlock',
+            input: ({ context }) => ({ config: context.config }),
+            onDone: { target: 'cgroup', actions: assign({ landlock: ({ event }) => event.output }) },
+            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'landlock', setup: true } } },
+          },
+        },
+        cgroup: {
+          description: 'Create <parent>/<vm>/ with one leaf per service, limits written.',
+          invoke: {
+            id: 'createCgroups',
+            src: 'createCgroups',
+            input: ({ context }) => ({ config: context.config }),
+            onDone: 'launch',
+            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'cgroup', setup: true } } },
+          },
+        },
+        launch: {
+          description: 'Launch the services one by one, the vmm last.',
+          invoke: {
+            id: 'launch',
+            src: 'launch',
+            input: ({ context }) => ({
+              config: context.config,
+              service: serviceNamed(context.config, context.order[context.next]!)!,
+            }),
+            onDone: {
+              target: 'launched',
+              actions: assign(({ context, event }) => ({
+                pids: { ...context.pids, [event.output.service]: event.output.pid },
+                next: context.next + 1,
+              })),
+            },
+            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'launch', setup: true } } },
+          },
+        },
+        launched: {
+          always: [{ guard: 'moreToLaunch', target: 'launch' }, { target: '#vmsandbox.running' }],
+        },
+      },
+    },
+    running: {
+      description: 'The VM runs; the vmm exiting ends it.',
+      on: {
+        STOP_REQUESTED: [
+          { guard: 'forced', target: 'timeoutKill', actions: 'recordStop' },
+          { target: 'gracefulStop', actions: 'recordStop' },
+        ],
+        SERVICE_EXITED: [
+          {
+            guard: and(['isVmmExit', 'vmmExitedCleanly']),
+            target: 'gracefulStop.services',
+            actions: [
+              'recordExit',
+              assign(({ context }) => ({ outcome: context.outcome ?? 'poweredOff', reason: 'the VM powered off' })),
+            ],
+          },
+          {
+            guard: 'isVmmExit',
+            target: 'gracefulStop.services',
+            actions: [
+              'recordExit',
+              { type: 'fail', params: ({ event }) => ({ outcome: 'serviceCrashed', reason: event.type === 'SERVICE_EXITED' ? `vmm ${event.service} ${describeExit(event)}` : 'vmm exited' }) },
+            ],
+          },
+          { guard: 'exitIgnored', actions: 'recordExit' },
+          {
+            target: 'gracefulStop',
+            actions: [
+              'recordExit',
+              { type: 'fail', params: ({ event }) => ({ outcome: 'serviceCrashed', reason: event.type === 'SERVICE_EXITED' ? `${event.service} ${describeExit(event)}` : 'service exited' }) },
+            ],
+          },
+        ],
+        INIT_EXITED: {
+          target: 'timeoutKill',
+          actions: { type: 'fail', params: ({ event }) => ({ outcome: 'initDied', reason: `sandbox init ${describeExitOf(event)}` }) },
+        },
+        PARENT_DIED: { target: 'timeoutKill', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died' }) } },
+      },
+    },
+    gracefulStop: {
+      description: 'Ask the vmm to stop, then SIGTERM the others; bounded by timeouts.stopMs.',
+      initial: 'vmm',
+      after: {
+        stopDeadline: {
+          target: 'timeoutKill',
+          actions: [
+            'recordForced',
+            assign({ reason: ({ context }) => `graceful stop did not finish within ${context.config.timeouts.stopMs} ms` }),
+          ],
+        },
+      },
+      on: {
+        STOP_REQUESTED: { target: 'timeoutKill', actions: ['recordForced', assign({ reason: 'second stop request: forcing' })] },
+        PARENT_DIED: { target: 'timeoutKill', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died during graceful stop' }) } },
+        INIT_EXITED: {
+          target: 'timeoutKill',
+          actions: { type: 'fail', params: ({ event }) => ({ outcome: 'initDied', reason: `sandbox init ${describeExitOf(event)} during graceful stop` }) },
+        },
+        SERVICE_EXITED: { actions: 'recordExit' },
+      },
+      states: {
+        vmm: {
+          always: { guard: 'vmmGone', target: 'services' },
+          invoke: {
+            id: 'requestStop',
+            src: 'requestStop',
+            input: ({ context }) => ({ config: context.config }),
+            onError: {
+              target: '#vmsandbox.timeoutKill',
+              actions: ['recordForced', { type: 'effectFailed', params: { step: 'requestStop', setup: false } }],
+            },
+          },
+          on: {
+            SERVICE_EXITED: [{ guard: 'isVmmExit', target: 'services', actions: 'recordExit' }, { actions: 'recordExit' }],
+          },
+        },
+        services: {
+          invoke: {
+            id: 'terminateServices',
+            src: 'terminateServices',
+            input: ({ context }) => ({ config: context.config }),
+            onDone: '#vmsandbox.timeoutKill',
+            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'terminateServices', setup: false } } },
+          },
+        },
+      },
+    },
+    timeoutKill: {
+      description: 'cgroup.kill + SIGKILL the init, wait until empty; bounded by timeouts.killMs.',
+      invoke: {
+        id: 'killAll',
+        src: 'killAll',
+        input: ({ context }) => ({ config: context.config }),
+        onDone: { target: 'cleanup', actions: assign({ pids: {} }) },
+        onError: { target: 'cleanup', actions: [{ type: 'effectFailed', params: { step: 'killAll', setup: false } }, assign({ teardownFailed: true })] },
+      },
+      after: {
+        killDeadline: {
+          target: 'cleanup',
+          actions: [
+            {
+              type: 'teardownProblem',
+              params: ({ context }) => ({ reason: `killAll did not finish within ${context.config.timeouts.killMs} ms` }),
+            },
+          ],
+        },
+      },
+      on: {
+        STOP_REQUESTED: { actions: assign({ reason: 'stop requested again: already stopping' }) },
+        PARENT_DIED: { actions: assign({ reason: 'supervisor died: already stopping' }) },
+        SERVICE_EXITED: { actions: 'recordExit' },
+      },
+    },
+    cleanup: {
+      description: 'Remove the cgroups and the runtime directory.',
+      invoke: {
+        id: 'cleanup',
+        src: 'cleanup',
+        input: ({ context }) => ({ config: context.config }),
+        onDone: 'done',
+        onError: { target: 'done', actions: [{ type: 'effectFailed', params: { step: 'cleanup', setup: false } }, assign({ teardownFailed: true })] },
+      },
+      after: {
+        cleanupDeadline: {
+          target: 'done',
+          actions: { type: 'teardownProblem', params: { reason: `cleanup did not finish within ${CLEANUP_MS} ms` } },
+        },
+      },
+      on: {
+        STOP_REQUESTED: { actions: assign({ reason: 'stop requested again: already stopping' }) },
+        PARENT_DIED: { actions: assign({ reason: 'supervisor died: already stopping' }) },
+      },
+    },
+    done: {
+      always: [{ guard: 'clean', target: 'stopped' }, { target: 'failed' }],
+    },
+    stopped: { type: 'final' },
+    failed: { type: 'final' },
+  },
+  output: ({ context }) => ({
+    outcome: context.outcome ?? 'stopped',
+    exitCode: exitCodeFor(context.outcome, context.teardownFailed),
+    errors: context.errors,
+    teardownFailed: context.teardownFailed,
+  }),
+});
+
+export interface SandboxOutput {
+  outcome: Outcome;
+  exitCode: number;
+  errors: string[];
+  teardownFailed: boolean;
+}
+
+function describeExitOf(event: SandboxEvent): string {
+  return event.type === 'INIT_EXITED' || event.type === 'SERVICE_EXITED' ? describeExit(event) : 'exited';
+}
+
+export type SandboxMachine = typeof sandboxMachine;
