@@ -311,7 +311,11 @@ export const sandboxMachine = setup({
       },
       on: {
         STOP_REQUESTED: { target: 'timeoutKill', actions: ['recordForced', assign({ reason: 'second stop request: forcing' })] },
-        PARENT_DIED: { target: 'timeoutKill', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died during graceful stop' }) } },
+        // The stop was already under way: it ends forced (a crash stays a crash), with the reason noted.
+        PARENT_DIED: {
+          target: 'timeoutKill',
+          actions: ['recordForced', { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died during graceful stop' }) }],
+        },
         INIT_EXITED: {
           target: 'timeoutKill',
           actions: { type: 'fail', params: ({ event }) => ({ outcome: 'initDied', reason: `sandbox init ${describeExitOf(event)} during graceful stop` }) },

@@ -1,0 +1,341 @@
+// The simulator backend: the effects port implemented against the model kernel, with the fault
+// plan deciding durations, failures and how processes behave. It follows the same contract as the
+// Linux backend (effects/port.ts): serialized operations, abortable, teardown idempotent and
+// driven by what exists.
+
+import { Subject } from 'rxjs';
+import type { ServiceConfig, VmConfig } from '../config/types.js';
+import { vmmOf } from '../config/types.js';
+import type { Backend, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../effects/port.js';
+import { EffectError } from '../effects/port.js';
+import type { VirtualClock } from './clock.js';
+import type { FaultPlan, Op } from './faults.js';
+import type { Pidfd, Proc, SimKernel } from './kernel.js';
+import { KernelError } from './kernel.js';
+import { Prng } from './prng.js';
+
+const CLEANUP_RETRIES = 5;
+const CLEANUP_RETRY_MS = 10;
+const TERM_EXIT_MS = 5;
+
+export interface SimBackend extends Backend {
+  /** What the backend built, for the invariant checks. */
+  readonly vm: { pidns: number | null; mntns: number | null; cgroupRoot: string; domains: Map<string, number> };
+  readonly landlockReport: LandlockReport | null;
+}
+
+export function createSimBackend(
+  config: VmConfig,
+  kernel: SimKernel,
+  plan: FaultPlan,
+  clock: VirtualClock,
+  trace: (line: string) => void,
+): SimBackend {
+  const events$ = new Subject<KernelEvent>();
+  const cgroupRoot = `${config.cgroup.parent}/${config.name}`;
+  const vm = { pidns: null as number | null, mntns: null as number | null, cgroupRoot, domains: new Map<string, number>() };
+  const services = new Map<string, { proc: Proc; fd: Pidfd; config: ServiceConfig }>();
+  const calls: Partial<Record<Op, number>> = {};
+  let init: { proc: Proc; fd: Pidfd } | null = null;
+  let landlockReport: LandlockReport | null = null;
+  let queue: Promise<unknown> = Promise.resolve();
+  let stopsSeen = 0;
+  let busyLeft = plan.cleanupBusy;
+  const waiters: (() => void)[] = [];
+
+  kernel.onExit(({ proc, code, signal }) => {
+    if (init && proc === init.proc) {
+      trace(`event: init exited`);
+      clock.schedule(0, () => events$.next({ type: 'INIT_EXITED', code, signal }));
+    } else if (proc.vm === config.name && proc.name !== 'vmsandbox-init' && init?.proc.alive) {
+      // Exits of services are reported by the init (it reaps them); a dead init reports nothing.
+      clock.schedule(0, () => events$.next({ type: 'SERVICE_EXITED', service: proc.name, pid: proc.pid, code, signal }));
+    }
+    for (const w of waiters.splice(0)) w();
+  });
+
+  // The manager's own signals and its supervisor's death, as the plan has them.
+  plan.stopAt.forEach((at) =>
+    clock.schedule(at, () => {
+      stopsSeen++;
+      events$.next({ type: 'STOP_REQUESTED', signal: 'SIGTERM', force: stopsSeen > 1 });
+    }),
+  );
+  if (plan.parentDiesAt !== null) clock.schedule(plan.parentDiesAt, () => events$.next({ type: 'PARENT_DIED' }));
+  if (plan.initDiesAt !== null) {
+    clock.schedule(plan.initDiesAt, () => {
+      if (init?.proc.alive) kernel.pidfdSignal(init.fd, 'SIGKILL');
+    });
+  }
+  reuseFreedPids(kernel, clock, plan, config.name);
+
+  /** Resolves once cond() holds, re-checked after every process exit; rejects when aborted. */
+  function waitUntil(cond: () => boolean, signal: AbortSignal, op: Op): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (signal.aborted) return reject(aborted(op));
+        if (cond()) return resolve();
+        waiters.push(check);
+      };
+      signal.addEventListener('abort', () => reject(aborted(op)), { once: true });
+      check();
+    });
+  }
+
+  function sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => clock.schedule(ms, resolve));
+  }
+
+  /** Serialize, delay per the plan, honour abort, inject the planned failure, then act. */
+  function run<T>(op: Op, signal: AbortSignal, body: () => T | Promise<T>): Promise<T> {
+    const result = queue.then(
+      () =>
+        new Promise<T>((resolve, reject) => {
+          const call = (calls[op] = (calls[op] ?? 0) + 1);
+          if (signal.aborted) return reject(aborted(op));
+          let timer: number | null = null;
+          const onAbort = () => {
+            if (timer !== null) clock.clearTimeout(timer);
+            reject(aborted(op));
+          };
+          signal.addEventListener('abort', onAbort, { once: true });
+          const act = () => {
+            signal.removeEventListener('abort', onAbort);
+            if (plan.fail && plan.fail.op === op && plan.fail.call === call) {
+              return reject(new EffectError(op, plan.fail.errno, `injected by the fault plan (call ${call})`));
+            }
+            Promise.resolve()
+              .then(body)
+              .then(resolve, (e: unknown) => reject(e instanceof KernelError ? new EffectError(op, e.errno, e.message) : e));
+          };
+          // Teardown acts at once; its planned delay is spent waiting for the kernel instead.
+          const delay = op === 'killAll' || op === 'cleanup' ? 0 : (plan.delays[op] ?? 0);
+          if (delay !== Infinity) timer = clock.schedule(delay, act);
+        }),
+    );
+    queue = result.catch(() => undefined);
+    return result;
+  }
+
+  function vmProcsAlive(): boolean {
+    for (const p of kernel.procs.values()) if (p.vm === config.name) return true;
+    return false;
+  }
+
+  function behaviour(svc: ServiceConfig, self: () => Proc): (sig: string) => void {
+    return (sig) => {
+      const p = self();
+      const stopSig = 'signal' in svc.stop ? svc.stop.signal : 'SIGTERM';
+      if (svc.vmm && (sig === 'POWERDOWN' || sig === stopSig)) {
+        if (plan.vmmIgnoresStop) return trace(`${svc.name}: ignores the stop request`);
+        clock.schedule(plan.vmmStopMs, () => kernel.exit(p.pid, 0, null, p.gen));
+      } else if (sig === 'SIGTERM') {
+        if (plan.othersIgnoreTerm) return trace(`${svc.name}: ignores SIGTERM`);
+        clock.schedule(TERM_EXIT_MS, () => kernel.exit(p.pid, 0, null, p.gen));
+      } else {
+        kernel.exit(p.pid, null, sig, p.gen);
+      }
+    };
+  }
+
+  const effects: SandboxEffects = {
+    createNamespaces: (_input, signal) =>
+      run('createNamespaces', signal, () => {
+        const pidns = kernel.newNamespace();
+        const mntns = kernel.newNamespace();
+        const proc = kernel.spawn({
+          name: 'vmsandbox-init', vm: config.name, pidns, mntns, uid: 0, gid: 0,
+          cgroup: null, landlock: null, noNewPrivs: false,
+          onSignal: () => undefined, // PID 1 has no default action for catchable signals
+        });
+        kernel.markNsInit(proc);
+        kernel.exec(proc);
+        init = { proc, fd: kernel.pidfdOpen(proc.pid) };
+        vm.pidns = pidns;
+        vm.mntns = mntns;
+        trace(`effect: init started pid ${proc.pid}`);
+        return { initPid: proc.pid };
+      }),
+
+    mount: (_input, signal) =>
+      run('mount', signal, () => {
+        const ns = requireInit('mount').mntns;
+        for (const target of ['/', '/proc', '/sys', '/dev', config.runtimeDir]) kernel.mount(ns, target, config.name);
+        if (config.services.some((s) => s.storage !== 'none')) kernel.mount(ns, config.storage, config.name);
+        kernel.dirs.add(config.runtimeDir);
+      }),
+
+    prepareLandlock: (_input, signal) =>
+      run('prepareLandlock', signal, () => {
+        const abi = kernel.landlockAbi;
+        const degraded: string[] = [];
+        if (abi < config.landlock.minAbi) {
+          if (!config.landlock.allowDegraded) {
+            throw new EffectError('prepareLandlock', 'EOPNOTSUPP',
+              `kernel Landlock ABI ${abi} is below landlock.minAbi ${config.landlock.minAbi}; ` +
+              `upgrade the kernel or set landlock.allowDegraded to run with less protection`);
+          }
+          if (abi < 6) degraded.push('signal and abstract-unix-socket scoping');
+          if (abi === 0) degraded.push('filesystem rules');
+          trace(`effect: landlock degraded: ${degraded.join(', ')}`);
+        }
+        if (abi > 0) for (const s of config.services) vm.domains.set(s.name, kernel.newLandlockDomain());
+        landlockReport = { abi, degraded };
+        return landlockReport;
+      }),
+
+    createCgroups: (_input, signal) =>
+      run('createCgroups', signal, () => {
+        const segments = cgroupRoot.split('/');
+        for (let i = 1; i < segments.length; i++) {
+          const parent = segments.slice(0, i).join('/');
+          if (!kernel.cgroups.has(parent)) kernel.mkdirCgroup(parent);
+        }
+        kernel.mkdirCgroup(cgroupRoot);
+        for (const leaf of ['init', ...config.services.map((s) => s.name)]) kernel.mkdirCgroup(`${cgroupRoot}/${leaf}`);
+        const limits = [config.cgroup.limits, ...config.services.map((s) => s.limits)];
+        for (const key of limits.flatMap((l) => Object.keys(l))) {
+          const controller = key.split('.')[0]!;
+          if (!kernel.controllers.has(controller) && !config.cgroup.limitsOptional) {
+            throw new EffectError('createCgroups', 'ENOENT',
+              `${key}: the ${controller} controller is not available in this cgroup2 hierarchy; ` +
+              `enable it or set cgroup.limitsOptional`);
+          }
+        }
+        const p = requireInit('createCgroups');
+        p.cgroup = `${cgroupRoot}/init`;
+        kernel.cgroups.get(p.cgroup)!.add(p.pid);
+      }),
+
+    launch: ({ service }, signal) =>
+      run('launch', signal, (): LaunchResult => {
+        const parent = requireInit('launch');
+        const domain = vm.domains.get(service.name) ?? null;
+        if (domain === null && !landlockReport?.degraded.includes('filesystem rules')) {
+          throw new EffectError('launch', 'EINVAL', `no Landlock ruleset prepared for ${service.name}`);
+        }
+        let proc: Proc | null = null;
+        // clone3(CLONE_INTO_CGROUP) then, in the child: own mount ns, uid drop, no_new_privs,
+        // Landlock, exec — the record is taken at exec.
+        proc = kernel.spawn({
+          name: service.name, vm: config.name, pidns: parent.pidns, mntns: kernel.newNamespace(),
+          uid: service.uid, gid: service.gid, cgroup: `${cgroupRoot}/${service.name}`,
+          landlock: domain, noNewPrivs: true, onSignal: behaviour(service, () => proc!),
+        });
+        if (service.tmp) kernel.mount(proc.mntns, '/tmp', config.name);
+        if (service.shm) kernel.mount(proc.mntns, '/dev/shm', config.name);
+        kernel.exec(proc);
+        const fd = kernel.pidfdOpen(proc.pid);
+        services.set(service.name, { proc, fd, config: service });
+        trace(`effect: launched ${service.name} pid ${proc.pid} uid ${service.uid}`);
+        scheduleServiceFate(service, proc);
+        return { service: service.name, pid: proc.pid };
+      }),
+
+    requestStop: (_input, signal) =>
+      run('requestStop', signal, () => {
+        const vmm = services.get(vmmOf(config).name);
+        if (!vmm?.proc.alive) return;
+        const method = vmm.config.stop;
+        if ('signal' in method) kernel.pidfdSignal(vmm.fd, method.signal);
+        else {
+          trace(`effect: stop request to ${vmm.config.name} over ${Object.keys(method)[0]}`);
+          vmm.proc.onSignal('POWERDOWN');
+        }
+      }),
+
+    terminateServices: (_input, signal) =>
+      run('terminateServices', signal, () => {
+        const others = [...services.values()].filter((s) => !s.config.vmm && s.proc.alive);
+        for (const s of others) {
+          try {
+            kernel.pidfdSignal(s.fd, 'SIGTERM');
+          } catch (e) {
+            if (!(e instanceof KernelError && e.errno === 'ESRCH')) throw e;
+          }
+        }
+        return waitUntil(() => others.every((s) => !s.proc.alive), signal, 'terminateServices');
+      }),
+
+    killAll: (_input, signal) =>
+      run('killAll', signal, () => {
+        if (kernel.cgroups.has(cgroupRoot)) kernel.cgroupKill(cgroupRoot);
+        if (init?.proc.alive) kernel.pidfdSignal(init.fd, 'SIGKILL');
+        return waitUntil(() => !vmProcsAlive(), signal, 'killAll').then(() => sleep(plan.delays.killAll ?? 0));
+      }),
+
+    cleanup: (_input, signal) =>
+      run('cleanup', signal, async () => {
+        await sleep(plan.delays.cleanup ?? 0);
+        const leaves = kernel.childCgroups(cgroupRoot).sort((a, b) => b.length - a.length);
+        for (const path of [...leaves, cgroupRoot]) {
+          if (!kernel.cgroups.has(path)) continue;
+          for (let attempt = 1; ; attempt++) {
+            try {
+              if (path === cgroupRoot && busyLeft > 0) {
+                busyLeft--;
+                throw new KernelError('EBUSY', `rmdir ${path}`);
+              }
+              kernel.rmdirCgroup(path);
+              break;
+            } catch (e) {
+              if (!(e instanceof KernelError && e.errno === 'EBUSY') || attempt >= CLEANUP_RETRIES) throw e;
+              await sleep(CLEANUP_RETRY_MS);
+              if (signal.aborted) throw aborted('cleanup');
+            }
+          }
+        }
+        kernel.dirs.delete(config.runtimeDir);
+      }),
+  };
+
+  function requireInit(op: Op): Proc {
+    if (!init?.proc.alive) throw new EffectError(op, 'ESRCH', 'the sandbox init is not running');
+    return init.proc;
+  }
+
+  function scheduleServiceFate(service: ServiceConfig, proc: Proc): void {
+    const index = [...services.keys()].indexOf(service.name);
+    const crash = plan.crash;
+    if (crash && crash.index === index) {
+      clock.schedule(Math.max(0, crash.at - clock.now()), () => kernel.exit(proc.pid, crash.code, crash.signal, proc.gen));
+    }
+    if (service.vmm && plan.powerOffAt !== null) {
+      clock.schedule(Math.max(0, plan.powerOffAt - clock.now()), () => kernel.exit(proc.pid, 0, null, proc.gen));
+    }
+  }
+
+  return {
+    effects,
+    events$: events$.asObservable(),
+    vm,
+    get landlockReport() {
+      return landlockReport;
+    },
+  };
+}
+
+function aborted(op: Op): EffectError {
+  return new EffectError(op, 'ECANCELED', 'aborted by the machine');
+}
+
+/**
+ * PID reuse at the worst moment: a PID the VM frees is taken by a host process (or another VM's)
+ * right away, as happens on a busy host after the PID counter wraps. Code that signals by a
+ * stale PID instead of a pidfd then hits a stranger, and the invariants see it.
+ */
+function reuseFreedPids(kernel: SimKernel, clock: VirtualClock, plan: FaultPlan, vmName: string): void {
+  const r = new Prng(plan.seed ^ 0x0c4e5e);
+  kernel.onExit(({ proc }) => {
+    if (proc.vm !== vmName || !r.chance(plan.pidReuse)) return;
+    clock.schedule(r.int(0, 5), () => {
+      if (kernel.procs.has(proc.pid)) return;
+      const p = kernel.spawn({
+        pid: proc.pid, name: r.chance(0.5) ? 'other-vm-vmm' : 'host-proc', vm: r.chance(0.5) ? 'other-vm' : null,
+        pidns: 0, mntns: 0, uid: 1000, gid: 1000, cgroup: null, landlock: null, noNewPrivs: false,
+      });
+      kernel.exec(p);
+      clock.schedule(r.int(10, 1000), () => kernel.exit(p.pid, 0, null, p.gen));
+    });
+  });
+}
