@@ -4,8 +4,8 @@ import { fromPromise } from 'xstate';
 import type { SandboxEffects } from '../effects/port.js';
 import { sandboxMachine } from './sandbox.js';
 
-export function bindEffects(effects: SandboxEffects) {
-  return sandboxMachine.provide({
+export function bindEffects(effects: SandboxEffects, machine: typeof sandboxMachine = sandboxMachine) {
+  return machine.provide({
     actors: {
       createNamespaces: fromPromise(({ input, signal }) => effects.createNamespaces(input, signal)),
       mount: fromPromise(({ input, signal }) => effects.mount(input, signal)),

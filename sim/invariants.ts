@@ -20,7 +20,9 @@ export interface RunFacts {
   finalState: string | null;
   output: SandboxOutput | null;
   endedAt: number | null;
-  stopsDelivered: number;
+  /** Virtual times at which the machine was sent a stop request / told its parent died. */
+  stopTimes: number[];
+  parentDiedAt: number | null;
 }
 
 export function checkInvariants(f: RunFacts): string[] {
@@ -40,6 +42,19 @@ export function checkInvariants(f: RunFacts): string[] {
     const took = f.endedAt - teardown.at;
     const bound = stopMs + killMs + CLEANUP_MS + SLACK_MS;
     if (took > bound) v.push(`teardown took ${took} ms, bound is stopMs + killMs + cleanup = ${bound} ms`);
+  }
+
+  // Never dropped: a stop request or parent death ends the run within its deadlines from then on.
+  if (f.endedAt !== null) {
+    const firstStop = f.stopTimes[0];
+    const stopBound = stopMs + killMs + CLEANUP_MS + SLACK_MS;
+    if (firstStop !== undefined && f.endedAt - firstStop > stopBound) {
+      v.push(`stop request at ${firstStop} ms was not honoured: run ended ${f.endedAt - firstStop} ms later, bound ${stopBound} ms`);
+    }
+    const deathBound = killMs + CLEANUP_MS + SLACK_MS;
+    if (f.parentDiedAt !== null && f.endedAt - f.parentDiedAt > deathBound) {
+      v.push(`parent death at ${f.parentDiedAt} ms was not honoured: run ended ${f.endedAt - f.parentDiedAt} ms later, bound ${deathBound} ms`);
+    }
   }
 
   // Nothing left: processes, cgroups, mounts, runtime directory.
@@ -87,7 +102,7 @@ export function checkInvariants(f: RunFacts): string[] {
     }
     const cleanOutcome = ['stopped', 'forced', 'poweredOff'].includes(out.outcome) && !out.teardownFailed;
     if ((f.finalState === 'stopped') !== cleanOutcome) v.push(`final state ${f.finalState} but outcome ${out.outcome}`);
-    if ((out.outcome === 'stopped' || out.outcome === 'forced') && f.stopsDelivered === 0 && out.errors.length === 0) {
+    if ((out.outcome === 'stopped' || out.outcome === 'forced') && f.stopTimes.length === 0 && out.errors.length === 0) {
       v.push(`outcome ${out.outcome} without any stop request`);
     }
   }

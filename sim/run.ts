@@ -94,10 +94,14 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
     trace(`state ${r.state} <- ${r.event}${r.reason ? ` (${r.reason})` : ''}`);
   });
   const actor = createActor(machine, { input: { config }, clock, inspect });
-  let stopsDelivered = 0;
+  const stopTimes: number[] = [];
+  let parentDiedAt: number | null = null;
   const sub = backend.events$.subscribe((ev) => {
-    if (ev.type === 'STOP_REQUESTED') stopsDelivered++;
     trace(`event ${ev.type}${'service' in ev ? ` ${ev.service}` : ''}`);
+    // After the end the manager is gone: nothing is listening any more.
+    if (actor.getSnapshot().status !== 'active') return;
+    if (ev.type === 'STOP_REQUESTED') stopTimes.push(clock.now());
+    if (ev.type === 'PARENT_DIED') parentDiedAt ??= clock.now();
     actor.send(ev);
   });
   actor.start();
@@ -137,7 +141,7 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
   current = null;
 
   violations.push(
-    ...checkInvariants({ config, kernel, backend, records, finalState, output, endedAt, stopsDelivered }),
+    ...checkInvariants({ config, kernel, backend, records, finalState, output, endedAt, stopTimes, parentDiedAt }),
   );
   for (const v of violations) trace(`VIOLATION ${v}`);
   return { seed, plan, ok: violations.length === 0, violations, finalState, output, endedAt, trace: lines };
