@@ -1,0 +1,84 @@
+// The constants of config v1 that both the loader (config/load.ts) and the JSON Schema
+// (config/schema.ts) are built from, so the two cannot drift apart on a list or a bound.
+// Patterns are kept as source strings because JSON Schema needs them as strings.
+
+/** VM and service names become cgroup and directory names, so they stay short and path-safe. */
+export const IDENTIFIER_PATTERN = '^[a-z][a-z0-9-]{0,30}$';
+
+/**
+ * cgroup.parent: a relative path below the cgroup root. Segments are wider than names so
+ * systemd-style parents ("vmsandbox.slice") work; a segment cannot start with ".", so "." and ".."
+ * cannot appear.
+ */
+const CGROUP_SEGMENT = '[A-Za-z0-9_@][A-Za-z0-9_.@-]{0,63}';
+export const CGROUP_PARENT_PATTERN = `^${CGROUP_SEGMENT}(?:/${CGROUP_SEGMENT})*$`;
+
+/**
+ * tmpfs sizes. A zero size would tell tmpfs "no limit", the opposite of what a sandbox wants,
+ * so sizes start with a non-zero digit.
+ */
+export const TMPFS_SIZE_PATTERN = '^[1-9][0-9]{0,15}[KMG]?$';
+export const TMPFS_DEFAULT_SIZE = '64M';
+
+/** 4294967295 is (uid_t)-1, the kernel's "no id" in setresuid() and chown(). */
+export const ID_MAX = 4294967294;
+
+export const TIMEOUT_MAX_MS = 3_600_000;
+export const TIMEOUT_DEFAULTS = { setupMs: 30_000, stopMs: 10_000, killMs: 2_000 } as const;
+export const TIMEOUT_MINIMUMS = { setupMs: 1, stopMs: 0, killMs: 1 } as const;
+
+export const CGROUP_PARENT_DEFAULT = 'vmsandbox';
+export const LANDLOCK_ABI_MIN = 1;
+export const LANDLOCK_ABI_MAX = 7;
+export const LANDLOCK_ABI_DEFAULT = 6;
+
+export const STORAGE_ACCESS = ['none', 'ro', 'rw'] as const;
+export const EXIT_POLICIES = ['stop', 'ignore'] as const;
+
+/** Signals that ask a vmm to shut down. SIGKILL is absent on purpose: that is the kill phase. */
+export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGPWR'] as const;
+export const DEFAULT_STOP_SIGNAL = 'SIGTERM';
+export const STOP_METHODS = ['signal', 'qmp', 'cloudHypervisorApi', 'command'] as const;
+
+/** Every capability of Linux 6.x (capability.h), without the CAP_ prefix. */
+export const CAPABILITIES = [
+  'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID',
+  'SETPCAP', 'LINUX_IMMUTABLE', 'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW',
+  'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT', 'SYS_PTRACE', 'SYS_PACCT',
+  'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD',
+  'LEASE', 'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP', 'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG',
+  'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF', 'CHECKPOINT_RESTORE',
+] as const;
+
+/** Capabilities no service may keep, each with the reason an operator is shown. */
+export const FORBIDDEN_CAPABILITIES: Readonly<Record<string, string>> = {
+  SYS_ADMIN:
+    'a service holding it can undo its own sandbox (remount its read-only root, or clear mount ' +
+    'flags with mount_setattr); give the service the narrower capability it needs instead',
+};
+
+export const ALLOWED_CAPABILITIES: readonly string[] = CAPABILITIES.filter((c) => !(c in FORBIDDEN_CAPABILITIES));
+
+/**
+ * Config accepts "cap_chown", "CHOWN" and "CAP_CHOWN" alike. Only ASCII letters are folded:
+ * String#toUpperCase would also turn "ı" into "I" and accept names no schema pattern matches.
+ */
+export function canonicalCapability(name: string): string {
+  const upper = name.replace(/[a-z]/g, (c) => c.toUpperCase());
+  return upper.startsWith('CAP_') ? upper.slice(4) : upper;
+}
+
+/** Keys of service objects, in documentation order. */
+export const SERVICE_KEYS = [
+  'name', 'argv', 'env', 'uid', 'gid', 'groups', 'vmm', 'storage', 'tmp', 'shm', 'landlock',
+  'limits', 'caps', 'devices', 'stop', 'onExit',
+] as const;
+export const TOP_KEYS = ['name', 'storage', 'runtimeDir', 'timeouts', 'cgroup', 'landlock', 'services'] as const;
+export const TIMEOUT_KEYS = ['setupMs', 'stopMs', 'killMs'] as const;
+export const CGROUP_KEYS = ['parent', 'limits', 'limitsOptional'] as const;
+export const VM_LANDLOCK_KEYS = ['minAbi', 'allowDegraded'] as const;
+export const SERVICE_LANDLOCK_KEYS = ['read', 'write'] as const;
+
+export function runtimeDirDefault(name: string): string {
+  return `/run/vmsandbox/${name}`;
+}

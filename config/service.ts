@@ -1,0 +1,170 @@
+// One entry of `services`: validation and defaults. Rules that span services (unique names,
+// exactly one vmm) are checked by parseConfig, which needs to know which entries it can trust.
+
+import { parseLimits } from './limits.js';
+import {
+  type Problems, IDENTIFIER_EXPECTED, absolutePath, at, boolean, checkKeys, choice, commandLine, cString,
+  expectObject, fail, field, got, list, matching, pathList,
+} from './fields.js';
+import {
+  ALLOWED_CAPABILITIES, CAPABILITIES, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, FORBIDDEN_CAPABILITIES, ID_MAX,
+  IDENTIFIER_PATTERN, SERVICE_KEYS, SERVICE_LANDLOCK_KEYS, STOP_METHODS, STOP_SIGNALS, STORAGE_ACCESS,
+  TMPFS_DEFAULT_SIZE, TMPFS_SIZE_PATTERN, canonicalCapability,
+} from './rules.js';
+import type { ServiceConfig, StopMethod } from './types.js';
+
+export interface ParsedService {
+  config: ServiceConfig;
+  /** False when `vmm` was invalid: then whether this is the vmm is unknown. */
+  vmmKnown: boolean;
+  /** False when `name` was invalid, so it takes no part in the uniqueness check. */
+  nameValid: boolean;
+}
+
+const identifierRe = new RegExp(IDENTIFIER_PATTERN);
+const tmpfsSizeRe = new RegExp(TMPFS_SIZE_PATTERN);
+const envNameRe = /^[^=\0]+$/;
+
+function id(p: Problems, path: string, v: unknown, zeroReason: string): number {
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= ID_MAX) return v;
+  if (v === 0) p.add(path, `must be an integer ≥ 1 (${zeroReason})`);
+  else fail(p, path, v, `an integer from 1 to ${ID_MAX}`);
+  return 1;
+}
+
+const ROOT_UID = 'root is not allowed for services';
+const ROOT_GID = "group 0 is root's group and is not allowed for services";
+
+function tmpfs(p: Problems, path: string, v: unknown): false | string {
+  if (v === undefined || v === false) return false;
+  if (v === true) return TMPFS_DEFAULT_SIZE;
+  if (typeof v === 'string' && tmpfsSizeRe.test(v)) return v;
+  fail(p, path, v, `true (${TMPFS_DEFAULT_SIZE}), false (none), or a non-zero size like "16M" or "1G" (suffix K, M or G)`);
+  return false;
+}
+
+function env(p: Problems, path: string, v: unknown): Record<string, string> {
+  const obj = expectObject(p, path, v);
+  if (!obj) return {};
+  const entries = Object.keys(obj).map((name): [string, string] => {
+    if (!envNameRe.test(name)) p.add(at(path, name), 'environment variable names must be non-empty and contain no "=" or NUL');
+    return [name, cString(p, at(path, name), field(obj, name))];
+  });
+  // fromEntries defines own properties, so a variable named "__proto__" stays a variable.
+  return Object.fromEntries(entries);
+}
+
+function landlock(p: Problems, path: string, v: unknown): ServiceConfig['landlock'] {
+  const obj = expectObject(p, path, v);
+  if (!obj) return { read: [], write: [] };
+  checkKeys(p, path, obj, SERVICE_LANDLOCK_KEYS);
+  const paths = (key: string) => (field(obj, key) === undefined ? [] : pathList(p, at(path, key), field(obj, key)));
+  return { read: paths('read'), write: paths('write') };
+}
+
+function capability(p: Problems, path: string, v: unknown): string {
+  if (typeof v !== 'string') {
+    fail(p, path, v, 'a capability name like "CAP_DAC_READ_SEARCH"');
+    return '';
+  }
+  const name = canonicalCapability(v);
+  const forbidden = Object.hasOwn(FORBIDDEN_CAPABILITIES, name) ? FORBIDDEN_CAPABILITIES[name] : undefined;
+  if (forbidden !== undefined) {
+    p.add(path, `CAP_${name} is not allowed: ${forbidden}`);
+  } else if (!(CAPABILITIES as readonly string[]).includes(name)) {
+    const known = ALLOWED_CAPABILITIES.map((c) => `CAP_${c}`).join(', ');
+    p.add(path, `unknown capability ${got(v)}; known capabilities are: ${known}`);
+  }
+  return `CAP_${name}`;
+}
+
+function device(p: Problems, path: string, v: unknown): string {
+  const before = p.list.length;
+  const normal = absolutePath(p, path, v);
+  if (p.list.length === before && !normal.startsWith('/dev/')) fail(p, path, v, 'a device path under /dev/');
+  return normal;
+}
+
+function stop(p: Problems, path: string, v: unknown): StopMethod {
+  const fallback: StopMethod = { signal: DEFAULT_STOP_SIGNAL };
+  const obj = expectObject(p, path, v);
+  if (!obj) return fallback;
+  checkKeys(p, path, obj, STOP_METHODS);
+  const present = STOP_METHODS.filter((k) => field(obj, k) !== undefined);
+  const unknown = Object.keys(obj).length > present.length;
+  if (present.length > 1 || (present.length === 0 && !unknown)) {
+    p.add(path, `must have exactly one of the keys ${STOP_METHODS.join(', ')} (got ${present.join(', ') || 'none'})`);
+  }
+  let method: StopMethod = fallback;
+  for (const key of present) {
+    const value = field(obj, key);
+    const keyPath = at(path, key);
+    if (key === 'signal') method = { signal: choice(p, keyPath, value, STOP_SIGNALS) };
+    else if (key === 'qmp') method = { qmp: absolutePath(p, keyPath, value) };
+    else if (key === 'cloudHypervisorApi') method = { cloudHypervisorApi: absolutePath(p, keyPath, value) };
+    else method = { command: commandLine(p, keyPath, value) };
+  }
+  return method;
+}
+
+function capabilities(p: Problems, path: string, v: unknown): string[] {
+  const names = list(p, path, v, 'an array of capability names', (itemPath, x) => capability(p, itemPath, x));
+  return [...new Set(names)];
+}
+
+function devices(p: Problems, path: string, v: unknown): string[] {
+  return list(p, path, v, 'an array of device paths under /dev/', (itemPath, x) => device(p, itemPath, x));
+}
+
+function groups(p: Problems, path: string, v: unknown): number[] {
+  return list(p, path, v, 'an array of group ids', (itemPath, x) => id(p, itemPath, x, ROOT_GID));
+}
+
+export function parseService(p: Problems, path: string, raw: unknown): ParsedService | undefined {
+  const obj = expectObject(p, path, raw);
+  if (!obj) return undefined;
+  checkKeys(p, path, obj, SERVICE_KEYS);
+  const get = (key: string) => field(obj, key);
+  const optional = <T>(key: string, fallback: T, parse: (p: Problems, path: string, v: unknown) => T): T =>
+    get(key) === undefined ? fallback : parse(p, at(path, key), get(key));
+
+  const errorsBefore = p.list.length;
+  const name = matching(p, at(path, 'name'), get('name'), identifierRe, IDENTIFIER_EXPECTED);
+  const nameValid = p.list.length === errorsBefore;
+  const vmmKnown = get('vmm') === undefined || typeof get('vmm') === 'boolean';
+  const vmm = optional('vmm', false, boolean);
+
+  const stopMethod = (): StopMethod => {
+    if (get('stop') !== undefined && vmmKnown && !vmm) {
+      const why = `other services are always stopped with ${DEFAULT_STOP_SIGNAL}`;
+      p.add(at(path, 'stop'), `only the vmm service may set "stop" (${why})`);
+      return { signal: DEFAULT_STOP_SIGNAL };
+    }
+    return optional('stop', { signal: DEFAULT_STOP_SIGNAL }, stop);
+  };
+  const exitPolicy = () => {
+    const onExit = optional('onExit', 'stop' as const, (p, fieldPath, v) => choice(p, fieldPath, v, EXIT_POLICIES));
+    if (vmm && onExit === 'ignore') p.add(at(path, 'onExit'), 'the vmm cannot use "ignore": the VM ends when its vmm exits');
+    return onExit;
+  };
+
+  const config: ServiceConfig = {
+    name,
+    argv: commandLine(p, at(path, 'argv'), get('argv')),
+    env: optional('env', {}, env),
+    uid: id(p, at(path, 'uid'), get('uid'), ROOT_UID),
+    gid: id(p, at(path, 'gid'), get('gid'), ROOT_GID),
+    groups: optional('groups', [], groups),
+    vmm,
+    storage: optional('storage', 'none' as const, (p, fieldPath, v) => choice(p, fieldPath, v, STORAGE_ACCESS)),
+    tmp: tmpfs(p, at(path, 'tmp'), get('tmp')),
+    shm: tmpfs(p, at(path, 'shm'), get('shm')),
+    landlock: optional('landlock', { read: [], write: [] }, landlock),
+    limits: optional('limits', {}, parseLimits),
+    caps: optional('caps', [], capabilities),
+    devices: optional('devices', [], devices),
+    stop: stopMethod(),
+    onExit: exitPolicy(),
+  };
+  return { config, vmmKnown, nameValid };
+}
