@@ -1,0 +1,212 @@
+// cgroup v2 through plain file I/O. Only the cgroup2 mount is ever touched (found in
+// /proc/self/mountinfo); cgroup v1 hierarchies are left alone.
+//
+// Layout: <mount>/<config.cgroup.parent>/<vm>/{init,svc-<service>...}: the init and every service
+// in a leaf of their own, so the VM directory holds no process and can carry controllers.
+
+import { watch } from 'node:fs';
+import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Limits, VmConfig } from '../../config/types.js';
+import { EffectError } from '../port.js';
+
+export const INIT_LEAF = 'init';
+
+export function serviceLeaf(service: string): string {
+  return `svc-${service}`;
+}
+
+function unescapeMountinfo(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** The first cgroup2 mount of the whole hierarchy (root "/"), from /proc/self/mountinfo. */
+export function findCgroup2Mount(mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string | null {
+  for (const line of mountinfo.split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const left = line.slice(0, sep).split(' ');
+    const right = line.slice(sep + 3).split(' ');
+    if (right[0] === 'cgroup2' && left[3] === '/') return unescapeMountinfo(left[4]!);
+  }
+  return null;
+}
+
+export function cgroupRoot(): string {
+  const m = findCgroup2Mount();
+  if (!m) throw new EffectError('cgroup', 'ENOENT', 'no cgroup2 mount in /proc/self/mountinfo: mount cgroup2 (e.g. on /sys/fs/cgroup/unified)');
+  return m;
+}
+
+/** <mount>/<parent>/<vm>. */
+export function vmCgroupDir(config: VmConfig, root = cgroupRoot()): string {
+  const parent = config.cgroup.parent.replace(/^\/+/, '');
+  if (parent.split('/').includes('..')) throw new EffectError('cgroup', 'EINVAL', `cgroup.parent ${config.cgroup.parent} must not contain ..`);
+  return join(root, parent, config.name);
+}
+
+function fsError(op: string, err: unknown, what: string): EffectError {
+  const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+  return new EffectError(op, code, `${what}: ${(err as Error).message}`);
+}
+
+export async function mkdirCgroup(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw fsError('cgroup', e, `mkdir ${dir}`);
+  }
+}
+
+function controllerOf(key: string): string {
+  return key.split('.')[0]!;
+}
+
+async function readWords(path: string): Promise<string[]> {
+  try {
+    return (await readFile(path, 'utf8')).split(/\s+/).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Make the controllers the limits need available in `dir` (by enabling them in each ancestor's
+ * cgroup.subtree_control below the mount root), then write the limits. Missing controllers are an
+ * EffectError naming the limit and the fix, unless `optional` (then the limit is skipped and
+ * returned in the list of skipped limits).
+ */
+export async function applyLimits(root: string, dir: string, limits: Limits, optional: boolean): Promise<string[]> {
+  const skipped: string[] = [];
+  const keys = Object.keys(limits);
+  if (keys.length === 0) return skipped;
+  const rel = dir.slice(root.length).split('/').filter(Boolean);
+  for (const key of keys) {
+    const ctl = controllerOf(key);
+    let ok = true;
+    let where = root;
+    for (let i = 0; i < rel.length; i++) {
+      const available = await readWords(join(where, 'cgroup.controllers'));
+      if (!available.includes(ctl)) {
+        ok = false;
+        break;
+      }
+      const enabled = await readWords(join(where, 'cgroup.subtree_control'));
+      if (!enabled.includes(ctl)) {
+        try {
+          await writeFile(join(where, 'cgroup.subtree_control'), `+${ctl}`);
+        } catch (e) {
+          if (optional) {
+            ok = false;
+            break;
+          }
+          throw fsError('cgroup', e, `limit ${key}: enabling the ${ctl} controller in ${where}/cgroup.subtree_control`);
+        }
+      }
+      where = join(where, rel[i]!);
+    }
+    if (!ok) {
+      if (optional) {
+        skipped.push(key);
+        continue;
+      }
+      throw new EffectError(
+        'cgroup',
+        'ENOTSUP',
+        `limit ${key} needs the ${ctl} controller, which the cgroup2 hierarchy at ${root} does not offer to ${dir} ` +
+          `(is it bound to a cgroup v1 hierarchy?). Fix: make the ${ctl} controller available in cgroup v2, ` +
+          `or set cgroup.limitsOptional to run without this limit.`,
+      );
+    }
+    try {
+      await writeFile(join(dir, key), String(limits[key]));
+    } catch (e) {
+      throw fsError('cgroup', e, `limit ${key}=${limits[key]}: writing ${join(dir, key)}`);
+    }
+  }
+  return skipped;
+}
+
+export async function isPopulated(dir: string): Promise<boolean | null> {
+  try {
+    const text = await readFile(join(dir, 'cgroup.events'), 'utf8');
+    return /^populated 1$/m.test(text);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw fsError('cgroup', e, `reading ${dir}/cgroup.events`);
+  }
+}
+
+/** cgroup.kill the directory (subtree included). Returns false if it does not exist. */
+export async function killCgroup(dir: string): Promise<boolean> {
+  try {
+    await writeFile(join(dir, 'cgroup.kill'), '1');
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw fsError('cgroup', e, `writing ${dir}/cgroup.kill`);
+  }
+}
+
+/** Resolve when cgroup.events says `populated 0` (or the directory is gone); inotify + a slow poll. */
+export async function waitUnpopulated(dir: string, signal: AbortSignal): Promise<void> {
+  if ((await isPopulated(dir)) !== true) return;
+  await new Promise<void>((resolve, reject) => {
+    let done = false;
+    let watcher: ReturnType<typeof watch> | null = null;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearInterval(timer);
+      watcher?.close();
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
+    const check = () => {
+      isPopulated(dir).then((p) => p !== true && finish(), (e: Error) => finish(e));
+    };
+    const onAbort = () => finish(new EffectError('killAll', 'ECANCELED', `aborted while waiting for ${dir} to empty`));
+    try {
+      watcher = watch(join(dir, 'cgroup.events'), check);
+      watcher.on('error', () => undefined);
+    } catch {
+      watcher = null;
+    }
+    const timer = setInterval(check, 20);
+    signal.addEventListener('abort', onAbort);
+    check();
+  });
+}
+
+export async function listProcs(dir: string): Promise<number[]> {
+  try {
+    return (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** rmdir every child cgroup, then the directory itself, retrying EBUSY a bounded number of times. */
+export async function removeCgroupTree(dir: string, attempts = 50, delayMs = 10): Promise<void> {
+  let entries: string[];
+  try {
+    entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw fsError('cleanup', e, `listing ${dir}`);
+  }
+  for (const name of entries) await removeCgroupTree(join(dir, name), attempts, delayMs);
+  for (let i = 0; ; i++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || i + 1 >= attempts) throw fsError('cleanup', e, `rmdir ${dir} (after ${i + 1} attempts)`);
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+}

@@ -1,0 +1,123 @@
+// The manager's side of the vmsandbox-init control protocol (documented in native/vmsandbox-init.c
+// and docs/linux-backend.md): one message per line, space-separated percent-encoded tokens.
+
+import { Socket } from 'node:net';
+import { EffectError } from '../port.js';
+import { errnoName } from './native.js';
+
+const SAFE = /^[A-Za-z0-9._/:=,+@-]$/;
+
+export function encodeToken(s: string): string {
+  if (s === '') return '~';
+  let out = '';
+  for (const byte of Buffer.from(s, 'utf8')) {
+    const ch = String.fromCharCode(byte);
+    if (byte !== 0 && byte < 0x80 && SAFE.test(ch)) out += ch;
+    else if (byte === 0) throw new EffectError('protocol', 'EINVAL', `NUL byte in ${JSON.stringify(s)}`);
+    else out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+export function decodeToken(t: string): string {
+  if (t === '~') return '';
+  const bytes: number[] = [];
+  for (let i = 0; i < t.length; i++) {
+    if (t[i] === '%') {
+      bytes.push(parseInt(t.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else bytes.push(t.charCodeAt(i));
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+export type InitMessage =
+  | { type: 'hello'; version: number; pid: number }
+  | { type: 'exit'; service: string; pid: number; code: number | null; signo: number | null };
+
+interface Pending {
+  resolve: (fields: string[]) => void;
+  reject: (err: Error) => void;
+  what: string;
+}
+
+/** Requests to the init, answered in order; unsolicited messages go to onMessage. */
+export class InitClient {
+  private readonly sock: Socket;
+  private buf = '';
+  private nextId = 1;
+  private readonly pending = new Map<string, Pending>();
+  private closedErr: Error | null = null;
+  readonly closed: Promise<void>;
+
+  constructor(
+    fd: number,
+    private readonly onMessage: (m: InitMessage) => void,
+  ) {
+    this.sock = new Socket({ fd, readable: true, writable: true });
+    this.sock.setEncoding('latin1');
+    this.closed = new Promise((resolve) => {
+      const done = (why: string) => {
+        if (!this.closedErr) this.closedErr = new EffectError('init', 'EPIPE', `control socket closed (${why}): the sandbox init is gone`);
+        for (const p of this.pending.values()) p.reject(this.closedErr);
+        this.pending.clear();
+        resolve();
+      };
+      this.sock.on('data', (chunk: string) => this.onData(chunk));
+      this.sock.on('end', () => done('EOF'));
+      this.sock.on('close', () => done('close'));
+      this.sock.on('error', (e) => done(e.message));
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closedErr !== null;
+  }
+
+  private onData(chunk: string): void {
+    this.buf += chunk;
+    let nl: number;
+    while ((nl = this.buf.indexOf('\n')) >= 0) {
+      const line = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 1);
+      this.onLine(line.split(' ').map(decodeToken));
+    }
+  }
+
+  private onLine(t: string[]): void {
+    const [kind, a, b, c, d] = t;
+    if (kind === 'ok' || kind === 'err') {
+      const p = this.pending.get(a ?? '');
+      if (!p) return;
+      this.pending.delete(a!);
+      if (kind === 'ok') p.resolve(t.slice(2));
+      else p.reject(new EffectError(p.what, errnoName(Number(b)), `${p.what} failed in the sandbox init at step ${c}`));
+    } else if (kind === 'hello') {
+      this.onMessage({ type: 'hello', version: Number(a), pid: Number(b) });
+    } else if (kind === 'exit') {
+      const n = Number(d);
+      this.onMessage({
+        type: 'exit',
+        service: a ?? '',
+        pid: Number(b),
+        code: c === 'exited' ? n : null,
+        signo: c === 'killed' ? n : null,
+      });
+    }
+  }
+
+  /** Send a request; resolves with the reply's extra fields. */
+  request(what: string, verb: string, ...args: string[]): Promise<string[]> {
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    const id = String(this.nextId++);
+    const line = [verb, id, ...args].map(encodeToken).join(' ') + '\n';
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, what });
+      this.sock.write(line);
+    });
+  }
+
+  destroy(): void {
+    this.sock.destroy();
+  }
+}

@@ -1,0 +1,136 @@
+/* libvmsandbox: the few calls the manager (Node, through ffi-rs) cannot make comfortably itself.
+ * Every function returns a non-negative result or -errno; none keeps state. Call
+ * vms_clone_init() from Node's main thread only: PR_SET_PDEATHSIG fires when the parent *thread*
+ * exits. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+/* A socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC): returns (fd0 << 32) | fd1, or -errno. */
+int64_t vms_socketpair(void) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
+    return ((int64_t)sv[0] << 32) | (int64_t)sv[1];
+}
+
+/* open(path, O_PATH|O_DIRECTORY|O_CLOEXEC): a cgroup directory handle for CLONE_INTO_CGROUP. */
+int64_t vms_open_dir_path(const char *path) {
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int64_t vms_close(int64_t fd) {
+    return close((int)fd) < 0 ? -errno : 0;
+}
+
+/* Child side of vms_clone_init: async-signal-safe calls only (we are a copy of a threaded process). */
+static void init_child(const char *path, int ctl, int cgdir, int errw) {
+    int e;
+    const char *step;
+    /* Move the error pipe out of the way of fds 0, 3 and 4 (it stays CLOEXEC). */
+    int hi = fcntl(errw, F_DUPFD_CLOEXEC, 16);
+    if (hi >= 0) errw = hi;
+    /* Move the fds above everything we place, then place them. */
+    int c = fcntl(ctl, F_DUPFD_CLOEXEC, 16);
+    if (c < 0) { step = "dup-control"; goto fail; }
+    int g = -1;
+    if (cgdir >= 0) {
+        g = fcntl(cgdir, F_DUPFD_CLOEXEC, 16);
+        if (g < 0) { step = "dup-cgroup"; goto fail; }
+    }
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull < 0) { step = "open-devnull"; goto fail; }
+    if (dup2(devnull, 0) < 0) { step = "dup2-stdin"; goto fail; }
+    if (dup2(c, VMS_CONTROL_FD) < 0) { step = "dup2-control"; goto fail; }
+    if (g >= 0 && dup2(g, VMS_CGROUP_FD) < 0) { step = "dup2-cgroup"; goto fail; }
+    if (g < 0) close(VMS_CGROUP_FD); /* EBADF is fine: there must be nothing at fd 4 */
+    /* Everything else closes at exec (the error pipe with it). */
+    if (syscall(VMS_NR_close_range, (unsigned)(g >= 0 ? VMS_CGROUP_FD + 1 : VMS_CONTROL_FD + 1), ~0U,
+                4U /* CLOSE_RANGE_CLOEXEC */) < 0) {
+        step = "close-range";
+        goto fail;
+    }
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) { step = "pdeathsig"; goto fail; }
+    char *const argv[] = {(char *)"vmsandbox-init", NULL};
+    char *const envp[] = {(char *)"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    execve(path, argv, envp);
+    step = "execve";
+fail:
+    e = errno;
+    {
+        char msg[40];
+        size_t i = 0;
+        memcpy(msg, &e, sizeof e);
+        for (; step[i] && i < sizeof msg - sizeof e - 1; i++) msg[sizeof e + i] = step[i];
+        msg[sizeof e + i] = '\0';
+        ssize_t r = write(errw, msg, sizeof e + i + 1);
+        (void)r;
+    }
+    _exit(127);
+}
+
+/* clone3(CLONE_NEWPID|CLONE_NEWNS|CLONE_PIDFD [|CLONE_INTO_CGROUP]) and exec the init in the child,
+ * with `ctl` at fd 3 and `cgdir` (or nothing, if < 0) at fd 4. `initcg`, if >= 0, is the O_PATH fd of
+ * the init's cgroup leaf: the init starts in it. Returns (pidfd << 32) | pid, or -errno when the
+ * clone or the exec failed (the failed child is reaped). */
+int64_t vms_clone_init(const char *path, int64_t ctl, int64_t cgdir, int64_t initcg) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return -errno;
+    int pidfd = -1;
+    struct vms_clone_args ca;
+    memset(&ca, 0, sizeof ca);
+    ca.flags = VMS_CLONE_NEWPID | VMS_CLONE_NEWNS | VMS_CLONE_PIDFD;
+    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    ca.exit_signal = SIGCHLD;
+    if (initcg >= 0) {
+        ca.flags |= VMS_CLONE_INTO_CGROUP;
+        ca.cgroup = (uint64_t)initcg;
+    }
+    long pid = syscall(VMS_NR_clone3, &ca, sizeof ca);
+    if (pid == 0) {
+        close(p[0]);
+        init_child(path, (int)ctl, (int)cgdir, p[1]);
+    }
+    int e = errno;
+    close(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        return -e;
+    }
+    char msg[40];
+    ssize_t got;
+    do got = read(p[0], msg, sizeof msg);
+    while (got < 0 && errno == EINTR);
+    close(p[0]);
+    if (got == 0) return ((int64_t)pidfd << 32) | (int64_t)pid;
+    /* The exec failed: reap the child through its pidfd and report its errno. */
+    siginfo_t si;
+    while (waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+    }
+    close(pidfd);
+    if (got < (ssize_t)sizeof e) return -EIO;
+    memcpy(&e, msg, sizeof e);
+    return -e;
+}
+
+/* waitid(P_PIDFD, pidfd, WEXITED [|WNOHANG]). Returns -errno; 0 if WNOHANG and still running;
+ * otherwise 0x10000 | (si_code << 8) | si_status (si_code: 1 exited, 2 killed, 3 dumped). */
+int64_t vms_waitid_pidfd(int64_t pidfd, int64_t nohang) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int opts = WEXITED | (nohang ? WNOHANG : 0);
+    if (waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &si, opts) < 0) return -errno;
+    if (si.si_pid == 0) return 0;
+    return 0x10000 | ((int64_t)(si.si_code & 0xff) << 8) | (int64_t)(si.si_status & 0xff);
+}
