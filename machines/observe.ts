@@ -9,7 +9,7 @@ export interface TransitionRecord {
   state: string;
   /** The event that caused the change (xstate.done.actor.mount, STOP_REQUESTED, xstate.after…). */
   event: string;
-  /** Why, when there is something an operator needs to know (failures always carry one). */
+  /** Why this change happened, when an operator needs to know (failures always carry one). */
   reason: string | null;
   outcome: string | null;
   /** Failures so far; a record whose count grew is a failure record. */
@@ -34,12 +34,14 @@ export function transitionInspector(onRecord: (r: TransitionRecord) => void): (e
     const ctx = snap.context;
     if (!ctx || snap.value === undefined) return;
     const state = stateString(snap.value);
-    if (last && last.state === state && last.reason === ctx.reason && last.errors === ctx.errors.length) return;
+    const news = !last || last.reason !== ctx.reason || last.errors !== ctx.errors.length;
+    if (last && last.state === state && !news) return;
     last = { state, reason: ctx.reason, errors: ctx.errors.length };
     onRecord({
       state,
       event: ev.event.type,
-      reason: ctx.reason,
+      // A reason is told once, with the change it explains; later records do not repeat it.
+      reason: news ? ctx.reason : null,
       outcome: ctx.outcome,
       errors: ctx.errors.length,
       services: ctx.pids,

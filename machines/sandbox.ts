@@ -247,6 +247,7 @@ export const sandboxMachine = setup({
               actions: assign(({ context, event }) => ({
                 pids: { ...context.pids, [event.output.service]: event.output.pid },
                 next: context.next + 1,
+                reason: `launched ${event.output.service} (pid ${event.output.pid})`,
               })),
             },
             onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'launch', setup: true } } },

@@ -1,0 +1,15 @@
+// A worker thread running a slice of seeds for `vmsandbox sim --jobs N`.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import type { VmConfig } from '../config/types.js';
+import { simulate } from './run.js';
+
+const { from, to, config } = workerData as { from: number; to: number; config?: VmConfig };
+const failures: { seed: number; violations: string[] }[] = [];
+let passed = 0;
+for (let seed = from; seed < to; seed++) {
+  const r = await simulate(seed, { config });
+  if (r.ok) passed++;
+  else failures.push({ seed, violations: r.violations });
+}
+parentPort!.postMessage({ passed, failures });

@@ -1,0 +1,91 @@
+// The vmsandbox command as a user runs it: the compiled bin/vmsandbox in a child process.
+
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const bin = `${root}bin/vmsandbox`;
+
+function vmsandbox(...args: string[]) {
+  const r = spawnSync(bin, args, { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('vmsandbox CLI', () => {
+  it('help lists every command; no command is a usage error', () => {
+    const help = vmsandbox('--help');
+    expect(help.code).toBe(0);
+    for (const c of ['demo', 'check', 'schema', 'sim', 'graph']) expect(help.out).toContain(`vmsandbox ${c}`);
+    expect(vmsandbox().code).toBe(2);
+    const bad = vmsandbox('frobnicate');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('unknown command "frobnicate"');
+  });
+
+  it('sim runs seeds and ends with "N passed, N failed"', () => {
+    const r = vmsandbox('sim', '--seed', '100', '--runs', '60');
+    expect(r.code).toBe(0);
+    expect(r.out.trim().split('\n').at(-1)).toBe('60 passed, 0 failed');
+  });
+
+  it('sim --json prints one object per run and a summary', () => {
+    const r = vmsandbox('sim', '--seed', '5', '--runs', '3', '--json');
+    const lines = r.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.seed).slice(0, 3)).toEqual([5, 6, 7]);
+    expect(lines.at(-1)).toEqual({ passed: 3, failed: 0 });
+  });
+
+  it('sim --trace is byte-identical on every run of a seed', () => {
+    const a = vmsandbox('sim', '--seed', '4242', '--trace');
+    const b = vmsandbox('sim', '--seed', '4242', '--trace');
+    expect(a.code).toBe(0);
+    expect(a.out).toBe(b.out);
+    expect(a.out).toMatch(/^plan \{"seed":4242/);
+    expect(a.out).toMatch(/state setup\.setupNamespaces <- xstate\.init/);
+    expect(a.out).toMatch(/1 passed, 0 failed\n$/);
+  });
+
+  it('sim rejects bad numbers, naming the option', () => {
+    const r = vmsandbox('sim', '--runs', 'many');
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('--runs: must be a whole number');
+    expect(vmsandbox('sim', '--runs', '3', '--trace').code).toBe(2);
+  });
+
+  it('graph prints the machine as mermaid, dot and json', () => {
+    const mermaid = vmsandbox('graph', '--format', 'mermaid');
+    expect(mermaid.out).toMatch(/^stateDiagram-v2/);
+    expect(mermaid.out).toContain('setup_mount --> setup_landlock');
+    const dot = vmsandbox('graph', '--format', 'dot');
+    expect(dot.out).toMatch(/^digraph "vmsandbox"/);
+    expect(dot.out).toContain('"timeoutKill" -> "cleanup"');
+    const json = JSON.parse(vmsandbox('graph', '--format', 'json').out);
+    const ids = json.nodes.map((n: { id: string }) => n.id);
+    for (const s of ['setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup', 'setup.launch', 'running', 'gracefulStop', 'timeoutKill', 'stopped', 'failed']) {
+      expect(ids).toContain(s);
+    }
+    const bad = vmsandbox('graph', '--format', 'png');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('--format');
+  });
+
+  it('demo logs one JSON line per state change, each with the VM name, and ends stopped', () => {
+    const r = vmsandbox('demo');
+    expect(r.code).toBe(0);
+    const lines = r.out.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.every((l) => l.vm === 'demo')).toBe(true);
+    // One record per change; consecutive records of one state differ by their reason.
+    const states = lines.filter((l) => l.state).map((l) => l.state).filter((s, i, a) => s !== a[i - 1]);
+    expect(states).toEqual([
+      'setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup',
+      'setup.launch', 'running',
+      'gracefulStop.vmm', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped',
+    ]);
+    expect(lines.filter((l) => /^launched /.test(l.reason ?? '')).map((l) => l.reason)).toEqual([
+      expect.stringMatching(/^launched virtiofsd \(pid \d+\)$/),
+      expect.stringMatching(/^launched vmm \(pid \d+\)$/),
+    ]);
+    expect(lines.at(-1)).toMatchObject({ outcome: 'stopped', exitCode: 0, invariants: 'hold' });
+  });
+});
