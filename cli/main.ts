@@ -5,19 +5,29 @@ import { ConfigError } from '../config/load.js';
 const HELP = `vmsandbox — per-VM sandbox manager for VM host daemons (s6-supervised)
 
 usage:
-  vmsandbox demo                         run the built-in demo config's lifecycle (simulator)
-  vmsandbox run CONFIG                   build the VM's sandbox, run its services; stop on SIGTERM (root)
+  vmsandbox demo [--sim]                 the demo config under a real s6 supervision tree (root + s6),
+                                         else (or with --sim) its lifecycle in the simulator
+  vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]
+                                         build the VM's sandbox, run its services (root): s6's run script;
+                                         readiness on fd N; SIGTERM stops, SIGINT or a second SIGTERM forces
+  vmsandbox finish CONFIG [EXITCODE [SIGNAL]]
+                                         s6's finish script: remove what a killed manager left; 125 = do
+                                         not restart (config invalid, or setup failed 3 times in a row)
   vmsandbox check CONFIG [--json]        validate a config file
   vmsandbox schema                       print the config's JSON Schema
   vmsandbox sim [--seed N] [--runs M] [--json] [--config FILE]
                                          simulate seeds N..N+M-1 with fault injection, check invariants
   vmsandbox sim --seed N --trace         print one seed's full state/event trace (replay a failure)
-  vmsandbox graph [--format mermaid|dot|json]
+  vmsandbox graph [--format mermaid|dot|json|svg]
                                          print the sandbox state machine
+  vmsandbox inspect [--listen HOST:PORT] [--runtime-root DIR ...] [--replay FILE]
+                                         the state visualizer: live sandboxes, or a recorded run (web page)
   vmsandbox help                         this text
 
-exit codes: 0 ok, 1 a check failed, 2 usage error, 100 invalid config.
-docs: docs/architecture.md, docs/config.md, docs/simulation.md
+exit codes: 0 ok, 1 a check failed, 2 usage error, 100 invalid config;
+  run: 0 stopped, 2 forced, 3 powered off, 4 service crashed, 5 init died, 6 supervisor died,
+  7 teardown failed, 100 config invalid, 111 setup failed (docs/s6.md).
+docs: docs/architecture.md, docs/config.md, docs/s6.md, docs/simulation.md
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -25,10 +35,12 @@ type Command = (argv: string[]) => Promise<number>;
 const commands: Record<string, () => Promise<Command>> = {
   demo: async () => (await import('./demo.js')).demoMain,
   run: async () => (await import('./run.js')).runMain,
+  finish: async () => (await import('./finish.js')).finishMain,
   check: async () => (await import('./check.js')).checkMain,
   schema: async () => (await import('./schema.js')).schemaMain,
   sim: async () => (await import('./sim.js')).simMain,
   graph: async () => (await import('./graph.js')).graphMain,
+  inspect: async () => (await import('./inspect.js')).inspectMain,
 };
 
 export async function main(argv: string[]): Promise<number> {

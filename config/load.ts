@@ -100,6 +100,39 @@ function exactlyOneVmm(p: Problems, parsed: (ParsedService | undefined)[]): void
   }
 }
 
+/** A granted device becomes a node owned by its service: two services cannot both own it. */
+function devicesOwnedOnce(p: Problems, parsed: (ParsedService | undefined)[]): void {
+  const owner = new Map<string, number>();
+  parsed.forEach((s, i) => {
+    s?.config.devices.forEach((d, j) => {
+      const first = owner.get(d);
+      if (first === undefined) owner.set(d, i);
+      else if (first !== i) p.add(`services[${i}].devices[${j}]`, `${d} is already granted to services[${first}]: a device node belongs to one service`);
+    });
+  });
+}
+
+/**
+ * Handed-over sockets live in the runtime dir (which exists while the VM runs): directly in it or in
+ * a service's own directory there. Paths are unique across the VM.
+ */
+function socketPlaces(p: Problems, runtimeDir: string, services: ServiceConfig[]): void {
+  const dirs = new Set([runtimeDir, ...services.map((s) => `${runtimeDir}/${s.name}`)]);
+  const seen = new Map<string, string>();
+  services.forEach((s, i) => {
+    (s.sockets ?? []).forEach((sock, j) => {
+      const path = `services[${i}].sockets[${j}].path`;
+      const parent = sock.path.slice(0, sock.path.lastIndexOf('/'));
+      if (!dirs.has(parent)) {
+        p.add(path, `must be a file directly in the runtime dir ${runtimeDir} or in a service's directory there (got ${JSON.stringify(sock.path)})`);
+      }
+      const first = seen.get(sock.path);
+      if (first !== undefined) p.add(path, `${sock.path} is already used by ${first}`);
+      else seen.set(sock.path, path);
+    });
+  });
+}
+
 function services(p: Problems, obj: Obj): ServiceConfig[] {
   const raw = field(obj, 'services');
   if (!Array.isArray(raw) || raw.length === 0) {
@@ -109,6 +142,7 @@ function services(p: Problems, obj: Obj): ServiceConfig[] {
   const parsed = raw.map((s, i) => parseService(p, index('services', i), s));
   uniqueNames(p, parsed);
   exactlyOneVmm(p, parsed);
+  devicesOwnedOnce(p, parsed);
   return parsed.flatMap((s) => (s ? [s.config] : []));
 }
 
@@ -129,6 +163,7 @@ export function parseConfig(raw: unknown): VmConfig {
     landlock: landlock(p, obj),
     services: services(p, obj),
   };
+  if (p.list.length === 0) socketPlaces(p, config.runtimeDir, config.services);
   if (p.list.length > 0) throw new ConfigError(p.list);
   return config;
 }

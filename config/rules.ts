@@ -39,6 +39,9 @@ export const EXIT_POLICIES = ['stop', 'ignore'] as const;
 export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGPWR'] as const;
 export const DEFAULT_STOP_SIGNAL = 'SIGTERM';
 export const STOP_METHODS = ['signal', 'qmp', 'cloudHypervisorApi', 'command'] as const;
+/** Readiness conditions of the vmm: "immediate", or an object with exactly one of these keys. */
+export const READY_METHODS = ['socket', 'qmp'] as const;
+export const READY_IMMEDIATE = 'immediate';
 
 /** Every capability of Linux 6.x (capability.h), without the CAP_ prefix. */
 export const CAPABILITIES = [
@@ -68,10 +71,33 @@ export function canonicalCapability(name: string): string {
   return upper.startsWith('CAP_') ? upper.slice(4) : upper;
 }
 
+/**
+ * Securebits a service may ask for (securebits.h), without the SECBIT_ prefix, with their bit numbers.
+ * KEEP_CAPS is vmsandbox's own business (it keeps `caps` across the uid switch) and
+ * NO_CAP_AMBIENT_RAISE would stop it from raising them, so neither is offered.
+ */
+export const SECUREBITS: Readonly<Record<string, number>> = {
+  NOROOT: 0, NOROOT_LOCKED: 1, NO_SETUID_FIXUP: 2, NO_SETUID_FIXUP_LOCKED: 3,
+};
+export const SECUREBIT_NAMES = Object.keys(SECUREBITS);
+
+/** Config accepts "no_setuid_fixup" and "SECBIT_NO_SETUID_FIXUP" alike (as canonicalCapability). */
+export function canonicalSecurebit(name: string): string {
+  const upper = name.replace(/[a-z]/g, (c) => c.toUpperCase());
+  return upper.startsWith('SECBIT_') ? upper.slice(7) : upper;
+}
+
+/** Handed-over sockets: fd numbers (0–2 are stdio) and permission bits. */
+export const SOCKET_FD_MIN = 3;
+export const SOCKET_FD_MAX = 255;
+export const SOCKET_MODE_PATTERN = '^0?[0-7]{3}$';
+export const SOCKET_MODE_DEFAULT = '0600';
+export const SOCKET_KEYS = ['path', 'fd', 'mode', 'gid'] as const;
+
 /** Keys of service objects, in documentation order. */
 export const SERVICE_KEYS = [
   'name', 'argv', 'env', 'uid', 'gid', 'groups', 'vmm', 'storage', 'tmp', 'shm', 'landlock',
-  'limits', 'caps', 'devices', 'stop', 'onExit',
+  'limits', 'caps', 'devices', 'sockets', 'securebits', 'stop', 'ready', 'onExit',
 ] as const;
 export const TOP_KEYS = ['name', 'storage', 'runtimeDir', 'timeouts', 'cgroup', 'landlock', 'services'] as const;
 export const TIMEOUT_KEYS = ['setupMs', 'stopMs', 'killMs'] as const;

@@ -9,9 +9,10 @@
 import { LIMIT_KEYS, LIMIT_RULES } from './limits.js';
 import {
   ALLOWED_CAPABILITIES, CGROUP_PARENT_DEFAULT, CGROUP_PARENT_PATTERN, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, ID_MAX,
-  IDENTIFIER_PATTERN, LANDLOCK_ABI_DEFAULT, LANDLOCK_ABI_MAX, LANDLOCK_ABI_MIN, STOP_SIGNALS, STORAGE_ACCESS,
+  IDENTIFIER_PATTERN, LANDLOCK_ABI_DEFAULT, LANDLOCK_ABI_MAX, LANDLOCK_ABI_MIN, READY_IMMEDIATE, STOP_SIGNALS, STORAGE_ACCESS,
   TIMEOUT_DEFAULTS, TIMEOUT_MAX_MS, TIMEOUT_MINIMUMS, TMPFS_DEFAULT_SIZE, TMPFS_SIZE_PATTERN,
 } from './rules.js';
+import { SECUREBIT_NAMES, SOCKET_FD_MAX, SOCKET_FD_MIN, SOCKET_MODE_DEFAULT, SOCKET_MODE_PATTERN } from './rules.js';
 
 type Schema = Record<string, unknown>;
 
@@ -30,6 +31,8 @@ function anyCase(word: string): string {
   return word.replace(/[A-Z]/g, (c) => `[${c}${c.toLowerCase()}]`);
 }
 const CAPABILITY = `^(?:${anyCase('CAP')}_)?(?:${ALLOWED_CAPABILITIES.map(anyCase).join('|')})$`;
+
+const SECUREBIT_PATTERN = `^(?:${anyCase('SECBIT')}_)?(?:${SECUREBIT_NAMES.map(anyCase).join('|')})$`;
 
 const absolutePath = (description: string): Schema => described(description, { type: 'string', pattern: ABSOLUTE_PATH });
 const pathList = (description: string): Schema =>
@@ -85,6 +88,27 @@ const stop = described(
   },
 );
 
+const ready = described(
+  'When the vmm counts as ready (what `vmsandbox run --notify-fd` reports to s6); only the vmm may set it. ' +
+    `"${READY_IMMEDIATE}" (the default): once launched; or an object with exactly one key.`,
+  {
+    anyOf: [
+      { type: 'string', const: READY_IMMEDIATE },
+      {
+        type: 'object',
+        additionalProperties: false,
+        minProperties: 1,
+        maxProperties: 1,
+        properties: {
+          socket: absolutePath('Ready once this path exists (a socket the vmm creates).'),
+          qmp: absolutePath('Ready once a QMP greeting answers on the unix socket at this path.'),
+        },
+      },
+    ],
+    default: READY_IMMEDIATE,
+  },
+);
+
 const service = described('A daemon of the VM, launched in its own sandbox.', {
   type: 'object',
   additionalProperties: false,
@@ -132,16 +156,46 @@ const service = described('A daemon of the VM, launched in its own sandbox.', {
       items: { type: 'string', allOf: [{ pattern: ABSOLUTE_PATH }, { pattern: UNDER_DEV }] },
       default: [],
     }),
+    sockets: described(
+      'Listening unix sockets the sandbox creates (in the runtime dir or a service\'s directory there) and ' +
+        'hands to the service at fd numbers, like `virtiofsd --fd=3`. The socket file is owned by the service\'s uid.',
+      {
+        type: 'array',
+        default: [],
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['path', 'fd'],
+          properties: {
+            path: absolutePath('Where the socket file is created (clients connect here).'),
+            fd: described(`The fd number the service gets it at, ${SOCKET_FD_MIN} to ${SOCKET_FD_MAX}.`, {
+              type: 'integer', minimum: SOCKET_FD_MIN, maximum: SOCKET_FD_MAX,
+            }),
+            mode: described('Permission bits of the socket file as an octal string; clients need write permission.', {
+              type: 'string', pattern: SOCKET_MODE_PATTERN, default: SOCKET_MODE_DEFAULT,
+            }),
+            gid: id('Group of the socket file (default: the service\'s gid), e.g. the client service\'s gid with mode "0660".'),
+          },
+        },
+      },
+    ),
+    securebits: described(
+      'Securebits set before the switch to uid (case-insensitive, SECBIT_ prefix optional), e.g. ' +
+        '"SECBIT_NO_SETUID_FIXUP" for a daemon that changes its euid/fsuid per request and must keep its caps.',
+      { type: 'array', items: { type: 'string', pattern: SECUREBIT_PATTERN }, default: [] },
+    ),
     stop,
+    ready,
     onExit: described(
       'What happens when this service exits while the VM runs: stop the VM, or ignore it. The vmm must use "stop".',
       { type: 'string', enum: [...EXIT_POLICIES], default: 'stop' },
     ),
   },
-  // Per-service rules that depend on `vmm`: only the vmm has a stop method, and it cannot be ignored.
+  // Per-service rules that depend on `vmm`: only the vmm has a stop method and a readiness
+  // condition, and it cannot be ignored.
   if: { type: 'object', properties: { vmm: { const: true } }, required: ['vmm'] },
   then: { type: 'object', properties: { onExit: { const: 'stop' } } },
-  else: { type: 'object', properties: { stop: false } },
+  else: { type: 'object', properties: { stop: false, ready: false } },
 });
 
 const timeout = (key: keyof typeof TIMEOUT_DEFAULTS, description: string): Schema =>

@@ -8,10 +8,15 @@ import {
 } from './fields.js';
 import {
   ALLOWED_CAPABILITIES, CAPABILITIES, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, FORBIDDEN_CAPABILITIES, ID_MAX,
-  IDENTIFIER_PATTERN, SERVICE_KEYS, SERVICE_LANDLOCK_KEYS, STOP_METHODS, STOP_SIGNALS, STORAGE_ACCESS,
+  IDENTIFIER_PATTERN, READY_IMMEDIATE, READY_METHODS, SERVICE_KEYS, SERVICE_LANDLOCK_KEYS, STOP_METHODS, STOP_SIGNALS, STORAGE_ACCESS,
   TMPFS_DEFAULT_SIZE, TMPFS_SIZE_PATTERN, canonicalCapability,
 } from './rules.js';
-import type { ServiceConfig, StopMethod } from './types.js';
+import {
+  SECUREBIT_NAMES, SECUREBITS, SOCKET_FD_MAX, SOCKET_FD_MIN, SOCKET_KEYS, SOCKET_MODE_DEFAULT, SOCKET_MODE_PATTERN,
+  canonicalSecurebit,
+} from './rules.js';
+import { integer } from './fields.js';
+import type { ReadyCondition, ServiceConfig, SocketConfig, StopMethod } from './types.js';
 
 export interface ParsedService {
   config: ServiceConfig;
@@ -107,6 +112,29 @@ function stop(p: Problems, path: string, v: unknown): StopMethod {
   return method;
 }
 
+function ready(p: Problems, path: string, v: unknown): ReadyCondition {
+  if (v === READY_IMMEDIATE) return READY_IMMEDIATE;
+  const expected = `"${READY_IMMEDIATE}" or an object with exactly one of the keys ${READY_METHODS.join(', ')}`;
+  if (typeof v === 'string') {
+    fail(p, path, v, expected);
+    return READY_IMMEDIATE;
+  }
+  const obj = expectObject(p, path, v);
+  if (!obj) return READY_IMMEDIATE;
+  checkKeys(p, path, obj, READY_METHODS);
+  const present = READY_METHODS.filter((k) => field(obj, k) !== undefined);
+  const unknown = Object.keys(obj).length > present.length;
+  if (present.length > 1 || (present.length === 0 && !unknown)) {
+    p.add(path, `must have exactly one of the keys ${READY_METHODS.join(', ')} (got ${present.join(', ') || 'none'})`);
+  }
+  let condition: ReadyCondition = READY_IMMEDIATE;
+  for (const key of present) {
+    const value = absolutePath(p, at(path, key), field(obj, key));
+    condition = key === 'socket' ? { socket: value } : { qmp: value };
+  }
+  return condition;
+}
+
 function capabilities(p: Problems, path: string, v: unknown): string[] {
   const names = list(p, path, v, 'an array of capability names', (itemPath, x) => capability(p, itemPath, x));
   return [...new Set(names)];
@@ -114,6 +142,46 @@ function capabilities(p: Problems, path: string, v: unknown): string[] {
 
 function devices(p: Problems, path: string, v: unknown): string[] {
   return list(p, path, v, 'an array of device paths under /dev/', (itemPath, x) => device(p, itemPath, x));
+}
+
+const socketModeRe = new RegExp(SOCKET_MODE_PATTERN);
+
+function socket(p: Problems, path: string, v: unknown, serviceGid: number): SocketConfig {
+  const obj = expectObject(p, path, v);
+  if (!obj) return { path: '/', fd: SOCKET_FD_MIN, mode: SOCKET_MODE_DEFAULT, gid: serviceGid };
+  checkKeys(p, path, obj, SOCKET_KEYS);
+  const mode = field(obj, 'mode') === undefined
+    ? SOCKET_MODE_DEFAULT
+    : matching(p, at(path, 'mode'), field(obj, 'mode'), socketModeRe, 'permission bits as an octal string like "0660"');
+  return {
+    path: absolutePath(p, at(path, 'path'), field(obj, 'path')),
+    fd: integer(p, at(path, 'fd'), field(obj, 'fd'), SOCKET_FD_MIN, SOCKET_FD_MAX),
+    mode: mode.length === 3 ? `0${mode}` : mode,
+    gid: field(obj, 'gid') === undefined ? serviceGid : id(p, at(path, 'gid'), field(obj, 'gid'), ROOT_GID),
+  };
+}
+
+function sockets(p: Problems, path: string, v: unknown, serviceGid: number): SocketConfig[] {
+  const out = list(p, path, v, 'an array of sockets ({"path", "fd", "mode"?, "gid"?})', (itemPath, x) => socket(p, itemPath, x, serviceGid));
+  const firstFd = new Map<number, number>();
+  out.forEach((s, i) => {
+    const first = firstFd.get(s.fd);
+    if (first === undefined) firstFd.set(s.fd, i);
+    else p.add(`${path}[${i}].fd`, `fd ${s.fd} is already used by ${path}[${first}]`);
+  });
+  return out;
+}
+
+function securebit(p: Problems, path: string, v: unknown): string {
+  if (typeof v !== 'string' || !Object.hasOwn(SECUREBITS, canonicalSecurebit(v))) {
+    fail(p, path, v, `a securebit name: ${SECUREBIT_NAMES.map((n) => `SECBIT_${n}`).join(', ')}`);
+    return '';
+  }
+  return `SECBIT_${canonicalSecurebit(v)}`;
+}
+
+function securebits(p: Problems, path: string, v: unknown): string[] {
+  return [...new Set(list(p, path, v, 'an array of securebit names', (itemPath, x) => securebit(p, itemPath, x)))];
 }
 
 function groups(p: Problems, path: string, v: unknown): number[] {
@@ -142,6 +210,13 @@ export function parseService(p: Problems, path: string, raw: unknown): ParsedSer
     }
     return optional('stop', { signal: DEFAULT_STOP_SIGNAL }, stop);
   };
+  const readyCondition = (): ReadyCondition => {
+    if (get('ready') !== undefined && vmmKnown && !vmm) {
+      p.add(at(path, 'ready'), 'only the vmm service may set "ready" (the VM is ready when its vmm is; the others count as ready once launched)');
+      return READY_IMMEDIATE;
+    }
+    return optional('ready', READY_IMMEDIATE as ReadyCondition, ready);
+  };
   const exitPolicy = () => {
     const onExit = optional('onExit', 'stop' as const, (p, fieldPath, v) => choice(p, fieldPath, v, EXIT_POLICIES));
     if (vmm && onExit === 'ignore') p.add(at(path, 'onExit'), 'the vmm cannot use "ignore": the VM ends when its vmm exits');
@@ -163,7 +238,10 @@ export function parseService(p: Problems, path: string, raw: unknown): ParsedSer
     limits: optional('limits', {}, parseLimits),
     caps: optional('caps', [], capabilities),
     devices: optional('devices', [], devices),
+    sockets: optional('sockets', [], (p2, fieldPath, v) => sockets(p2, fieldPath, v, typeof get('gid') === 'number' ? (get('gid') as number) : 1)),
+    securebits: optional('securebits', [], securebits),
     stop: stopMethod(),
+    ready: readyCondition(),
     onExit: exitPolicy(),
   };
   return { config, vmmKnown, nameValid };

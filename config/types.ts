@@ -9,10 +9,30 @@ export type StopMethod =
   | { cloudHypervisorApi: string }
   | { command: string[] };
 
+/**
+ * When the vmm counts as ready (s6 readiness: `vmsandbox run --notify-fd`): as soon as it is
+ * launched, once a path exists (a socket it creates), or once a QMP greeting answers there.
+ */
+export type ReadyCondition = 'immediate' | { socket: string } | { qmp: string };
+
 export type StorageAccess = 'none' | 'ro' | 'rw';
 
 /** What happens when a service other than the vmm exits while the VM runs. */
 export type ExitPolicy = 'stop' | 'ignore';
+
+/**
+ * A listening unix socket the sandbox creates for a service and hands to it at `fd` (like
+ * `virtiofsd --fd=3`): created at `path` (in the runtime dir), owned by the service's uid and `gid`.
+ */
+export interface SocketConfig {
+  path: string;
+  /** The fd number the service finds it at (3–255). */
+  fd: number;
+  /** Permission bits of the socket file, octal as written ("0660"): clients need write permission. */
+  mode: string;
+  /** Group of the socket file (default: the service's gid): give it to the client service's gid. */
+  gid: number;
+}
 
 export interface ServiceConfig {
   name: string;
@@ -31,10 +51,22 @@ export interface ServiceConfig {
   limits: Limits;
   /** Capabilities kept (ambient) after the uid drop, e.g. ["CAP_DAC_READ_SEARCH"]. */
   caps: string[];
-  /** Host device nodes made available in the sandbox's /dev, e.g. ["/dev/kvm"]. */
+  /**
+   * Host device nodes made available in the sandbox's /dev, e.g. ["/dev/kvm"]: a private node with
+   * the host node's device number, owned by this service's uid, mode 0600.
+   */
   devices: string[];
+  /** Listening sockets handed to the service as fds. Optional in hand-built configs (= []). */
+  sockets?: SocketConfig[];
+  /** Securebits set before the uid switch, e.g. ["SECBIT_NO_SETUID_FIXUP"]. Optional (= []). */
+  securebits?: string[];
   /** How the vmm is asked to stop gracefully (vmm only). */
   stop: StopMethod;
+  /**
+   * When the vmm is ready (vmm only). The loader always fills it ("immediate" by default);
+   * optional in the type so configs built in code may leave it out (absent = "immediate").
+   */
+  ready?: ReadyCondition;
   onExit: ExitPolicy;
 }
 
@@ -46,6 +78,11 @@ export interface VmConfig {
   cgroup: { parent: string; limits: Limits; limitsOptional: boolean };
   landlock: { minAbi: number; allowDegraded: boolean };
   services: ServiceConfig[];
+}
+
+/** The vmm's readiness condition, "immediate" when absent. */
+export function readyOf(service: ServiceConfig): ReadyCondition {
+  return service.ready ?? 'immediate';
 }
 
 export function vmmOf(config: VmConfig): ServiceConfig {

@@ -4,7 +4,7 @@
 
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, posix } from 'node:path';
 import { Ajv } from 'ajv';
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
@@ -71,12 +71,13 @@ describe('defaults', () => {
         {
           name: 'virtiofsd', argv: ['/usr/lib/qemu/virtiofsd', '--cache=never'], env: {}, uid: 62001, gid: 62001,
           groups: [], vmm: false, storage: 'none', tmp: false, shm: false, landlock: { read: [], write: [] },
-          limits: {}, caps: [], devices: [], stop: { signal: 'SIGTERM' }, onExit: 'stop',
+          limits: {}, caps: [], devices: [], sockets: [], securebits: [], stop: { signal: 'SIGTERM' }, ready: 'immediate',
+          onExit: 'stop',
         },
         {
           name: 'vmm', argv: ['/usr/bin/qemu-system-x86_64'], env: {}, uid: 62002, gid: 62002, groups: [], vmm: true,
           storage: 'none', tmp: false, shm: false, landlock: { read: [], write: [] }, limits: {}, caps: [],
-          devices: [], stop: { signal: 'SIGTERM' }, onExit: 'stop',
+          devices: [], sockets: [], securebits: [], stop: { signal: 'SIGTERM' }, ready: 'immediate', onExit: 'stop',
         },
       ],
     };
@@ -247,7 +248,7 @@ describe('limits', () => {
 describe('services', () => {
   test('unknown keys and names', () => {
     expectOneProblem(edited((c) => (svc(c, 0).user = 'x')), 'services[0].user',
-      'unknown key; allowed keys are: name, argv, env, uid, gid, groups, vmm, storage, tmp, shm, landlock, limits, caps, devices, stop, onExit');
+      'unknown key; allowed keys are: name, argv, env, uid, gid, groups, vmm, storage, tmp, shm, landlock, limits, caps, devices, sockets, securebits, stop, ready, onExit');
     expectOneProblem(edited((c) => delete svc(c, 0).name), 'services[0].name', 'is required');
     expectOneProblem(edited((c) => (svc(c, 1).name = 'VMM')), 'services[1].name', 'short identifier');
   });
@@ -361,6 +362,44 @@ describe('services', () => {
     expectOneProblem(edited((c) => (svc(c, 1).devices = ['/dev/../etc/shadow'])), 'services[1].devices[0]', '".." segments');
   });
 
+  test('a device belongs to one service (it becomes a node owned by its uid)', () => {
+    expectOneProblem(edited((c) => {
+      svc(c, 0).devices = ['/dev/kvm'];
+      svc(c, 1).devices = ['/dev/kvm'];
+    }), 'services[1].devices[0]', 'already granted to services[0]');
+  });
+
+  test('sockets: handed-over listening sockets, in the runtime dir, unique fds and paths', () => {
+    const sockets = (v: unknown) => parseConfig(edited((c) => (svc(c, 0).sockets = v))).services[0]?.sockets;
+    expect(sockets([{ path: '/run/vmsandbox/demo/virtiofsd.sock', fd: 3 }]))
+      .toEqual([{ path: '/run/vmsandbox/demo/virtiofsd.sock', fd: 3, mode: '0600', gid: 62001 }]);
+    expect(sockets([{ path: '/run/vmsandbox/demo/vmm/fs.sock', fd: 4, mode: '660', gid: 62002 }]))
+      .toEqual([{ path: '/run/vmsandbox/demo/vmm/fs.sock', fd: 4, mode: '0660', gid: 62002 }]);
+    const one = (sock: unknown, path: string, fragment: string) =>
+      expectOneProblem(edited((c) => (svc(c, 0).sockets = [sock])), path, fragment);
+    one({ path: '/run/vmsandbox/demo/s', fd: 2 }, 'services[0].sockets[0].fd', 'from 3 to 255');
+    one({ path: '/run/vmsandbox/demo/s', fd: 256 }, 'services[0].sockets[0].fd', 'from 3 to 255');
+    one({ path: '/run/vmsandbox/demo/s', fd: 3, mode: '0999' }, 'services[0].sockets[0].mode', 'octal');
+    one({ path: '/run/vmsandbox/demo/s', fd: 3, gid: 0 }, 'services[0].sockets[0].gid', "root's group");
+    one({ path: '/tmp/s', fd: 3 }, 'services[0].sockets[0].path', 'directly in the runtime dir');
+    one({ path: '/run/vmsandbox/demo/a/b/s', fd: 3 }, 'services[0].sockets[0].path', 'directly in the runtime dir');
+    one({ path: 'rel', fd: 3 }, 'services[0].sockets[0].path', 'absolute');
+    one({ path: '/run/vmsandbox/demo/s', fd: 3, port: 1 }, 'services[0].sockets[0].port', 'unknown key');
+    expectOneProblem(edited((c) => (svc(c, 0).sockets = [{ path: '/run/vmsandbox/demo/a', fd: 3 }, { path: '/run/vmsandbox/demo/b', fd: 3 }])),
+      'services[0].sockets[1].fd', 'already used');
+    expectOneProblem(edited((c) => {
+      svc(c, 0).sockets = [{ path: '/run/vmsandbox/demo/a', fd: 3 }];
+      svc(c, 1).sockets = [{ path: '/run/vmsandbox/demo/a', fd: 3 }];
+    }), 'services[1].sockets[0].path', 'already used');
+  });
+
+  test('securebits: a short list of names, normalized', () => {
+    const bits = (v: unknown) => parseConfig(edited((c) => (svc(c, 0).securebits = v))).services[0]?.securebits;
+    expect(bits(['no_setuid_fixup', 'SECBIT_NO_SETUID_FIXUP', 'noroot'])).toEqual(['SECBIT_NO_SETUID_FIXUP', 'SECBIT_NOROOT']);
+    expectOneProblem(edited((c) => (svc(c, 0).securebits = ['KEEP_CAPS'])), 'services[0].securebits[0]', 'SECBIT_NO_SETUID_FIXUP');
+    expectOneProblem(edited((c) => (svc(c, 0).securebits = 'NOROOT')), 'services[0].securebits', 'array');
+  });
+
   test('stop: vmm only, exactly one method', () => {
     const stop = (v: unknown) => parseConfig(edited((c) => (svc(c, 1).stop = v))).services[1]?.stop;
     expect(stop({ qmp: '/run/vmsandbox/demo/qmp.sock' })).toEqual({ qmp: '/run/vmsandbox/demo/qmp.sock' });
@@ -378,6 +417,21 @@ describe('services', () => {
     expectOneProblem(edited((c) => (svc(c, 1).stop = { qmp: 'qmp.sock' })), 'services[1].stop.qmp', 'absolute path');
     expectOneProblem(edited((c) => (svc(c, 1).stop = { command: [] })), 'services[1].stop.command', 'non-empty array');
     expectOneProblem(edited((c) => (svc(c, 1).stop = { command: ['stop'] })), 'services[1].stop.command[0]', 'absolute path');
+  });
+
+  test('ready: vmm only; "immediate" (default), a socket path, or a QMP socket', () => {
+    const ready = (v: unknown) => parseConfig(edited((c) => (svc(c, 1).ready = v))).services[1]?.ready;
+    expect(parseConfig(base()).services[1]?.ready).toBe('immediate');
+    expect(ready('immediate')).toBe('immediate');
+    expect(ready({ socket: '/run/vmsandbox/demo//vmm/api.sock' })).toEqual({ socket: '/run/vmsandbox/demo/vmm/api.sock' });
+    expect(ready({ qmp: '/run/vmsandbox/demo/vmm/qmp.sock' })).toEqual({ qmp: '/run/vmsandbox/demo/vmm/qmp.sock' });
+    expectOneProblem(edited((c) => (svc(c, 0).ready = 'immediate')), 'services[0].ready', 'only the vmm service may set "ready"');
+    expectOneProblem(edited((c) => (svc(c, 1).ready = 'now')), 'services[1].ready', '"immediate" or an object with exactly one of the keys socket, qmp');
+    expectOneProblem(edited((c) => (svc(c, 1).ready = {})), 'services[1].ready', 'exactly one of the keys socket, qmp (got none)');
+    expectOneProblem(edited((c) => (svc(c, 1).ready = { socket: '/a', qmp: '/b' })), 'services[1].ready', 'exactly one');
+    expectOneProblem(edited((c) => (svc(c, 1).ready = { sokcet: '/a' })), 'services[1].ready.sokcet', 'unknown key');
+    expectOneProblem(edited((c) => (svc(c, 1).ready = { qmp: 'qmp.sock' })), 'services[1].ready.qmp', 'absolute path');
+    expectOneProblem(edited((c) => (svc(c, 1).ready = true)), 'services[1].ready', 'must be an object');
   });
 
   test('onExit: the vmm cannot be ignored', () => {
@@ -445,8 +499,12 @@ describe('examples', () => {
     expect(config.storage).toBe('/var/lib/vmsandbox/demo');
     expect(config.timeouts).toMatchObject({ stopMs: 10000, killMs: 2000 });
     expect(config.services.map((s) => [s.name, s.uid, s.vmm])).toEqual([['virtiofsd', 62001, false], ['vmm', 62002, true]]);
-    expect(config.services[0]?.argv[0]).toBe('/usr/lib/qemu/virtiofsd');
-    expect(config.services[1]?.stop).toEqual({ qmp: '/run/vmsandbox/demo/qmp.sock' });
+    // QEMU is not installed everywhere: the demo's vmm is the QMP-speaking stand-in, its
+    // "virtiofsd" a sleeper (docs/s6.md).
+    expect(config.services[0]?.argv[0]).toBe('/bin/sleep');
+    expect(config.services[1]?.argv.slice(0, 2)).toEqual(['/usr/bin/node', '/var/lib/vmsandbox/demo/fake-vmm.mjs']);
+    expect(config.services[1]?.stop).toEqual({ qmp: '/run/vmsandbox/demo/vmm/qmp.sock' });
+    expect(config.services[1]?.ready).toEqual({ qmp: '/run/vmsandbox/demo/vmm/qmp.sock' });
   });
 
   test('docs/config.md shows examples/demo.json as it is', () => {
@@ -475,7 +533,7 @@ describe('vmsandbox check', () => {
 
   test('a valid config: one line on stdout, status 0', async () => {
     const io = capture();
-    expect(await checkMain([demoConfigPath], { io })).toBe(0);
+    expect(await checkMain([demoConfigPath], { io, hostCheck: null })).toBe(0);
     expect(io.stdout).toBe(`${demoConfigPath}: ok (vm demo, 2 services)\n`);
     expect(io.stderr).toBe('');
   });
@@ -492,7 +550,7 @@ describe('vmsandbox check', () => {
 
   test('--json reports the normalized config or the problems on stdout', async () => {
     const ok = capture();
-    expect(await checkMain(['--json', demoConfigPath], { io: ok })).toBe(0);
+    expect(await checkMain(['--json', demoConfigPath], { io: ok, hostCheck: null })).toBe(0);
     expect(JSON.parse(ok.stdout)).toEqual({ file: demoConfigPath, ok: true, config: loadConfig(demoConfigPath) });
     const ko = capture();
     expect(await checkMain([bad, '--json'], { io: ko })).toBe(100);
@@ -626,7 +684,7 @@ const INTERESTING: unknown[] = [
 const KEYS = [
   'name', 'storage', 'runtimeDir', 'timeouts', 'cgroup', 'landlock', 'services', 'setupMs', 'stopMs', 'killMs', 'parent',
   'limits', 'limitsOptional', 'minAbi', 'allowDegraded', 'argv', 'env', 'uid', 'gid', 'groups', 'vmm', 'tmp', 'shm', 'caps',
-  'devices', 'stop', 'onExit', 'read', 'write', 'signal', 'qmp', 'cloudHypervisorApi', 'command', 'memory.max', 'memory.low',
+  'devices', 'securebits', 'stop', 'onExit', 'read', 'write', 'signal', 'qmp', 'cloudHypervisorApi', 'command', 'memory.max', 'memory.low',
   'memory.swap.max', 'pids.max', 'cpu.max', 'cpu.weight', 'io.weight', 'memory.foo', 'unknown', '__proto__', 'constructor', '',
 ];
 
@@ -667,6 +725,7 @@ const KEY_VALUES: Record<string, unknown[]> = {
   write: [[], ['/run/x'], [''], '/x'],
   caps: [[], ['CAP_CHOWN'], ['sys_admin'], ['cap_kıll'], ['CAP_'], ['chown', 'CHOWN'], ['CAP_CAP_CHOWN'], ['Cap_Bpf'], ['CAP_SYS_ADMIN']],
   devices: [[], ['/dev/kvm'], ['/dev'], ['/dev/.'], ['/./dev//x'], ['/dev/./.'], ['/devx/y'], ['/dev/..x'], ['//dev/x/'], ['/dev/x/..']],
+  securebits: [[], ['SECBIT_NO_SETUID_FIXUP'], ['no_setuid_fixup'], ['NOROOT_LOCKED'], ['KEEP_CAPS'], ['SECBIT_'], ['secbit_noroot'], 'NOROOT', [2]],
   stop: [{ signal: 'SIGTERM' }, { signal: 'SIGKILL' }, { qmp: '/q' }, { qmp: 'q' }, { cloudHypervisorApi: '/c' }, { command: ['/x'] },
     { command: [] }, {}, { signal: 'SIGINT', qmp: '/q' }, { x: 1 }, 'SIGTERM'],
   signal: ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGPWR', 'SIGKILL', 'SIGSTOP', 'sigterm', 15],
@@ -773,8 +832,11 @@ describe('fuzz', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Schema/loader cross-check. Draft-07 cannot express two loader rules, so inputs breaking them
+// Schema/loader cross-check. Draft-07 cannot express these loader rules, so inputs breaking them
 // are checked separately rather than counted as agreement:
+//  - a device is granted to one service only (a rule across items);
+//  - handed-over sockets: fds unique per service, paths unique and placed in the runtime dir (across
+//    items and fields; the fuzzer does not generate sockets, the unit tests above cover them);
 //  - service names must be unique (uniqueItems compares whole items, not one key);
 //  - at most one service may be the vmm (needs maxContains, draft 2019-09+; "at least one" is in
 //    the schema, as `contains`).
@@ -791,9 +853,22 @@ describe('schema cross-check', () => {
     if (!Array.isArray(services)) return false;
     const entries = services.filter((s) => s !== null && typeof s === 'object' && !Array.isArray(s));
     const names = entries.map((s) => s.name).filter((n) => typeof n === 'string');
-    return new Set(names).size < names.length || entries.filter((s) => Object.hasOwn(s, 'vmm') && s.vmm === true).length > 1;
+    return new Set(names).size < names.length || entries.filter((s) => Object.hasOwn(s, 'vmm') && s.vmm === true).length > 1 ||
+      sharedDevice(entries);
   }
-  const beyondDraft7 = /^(?:services\[\d+\]\.name: duplicate name |services: exactly one service must have "vmm": true \(found \d+:)/;
+  /** Some device is granted to two services (compared as the loader normalizes paths). */
+  function sharedDevice(entries: Raw[]): boolean {
+    const owner = new Map<string, number>();
+    return entries.some((s, i) => Array.isArray(s.devices) && s.devices.some((d: unknown) => {
+      if (typeof d !== 'string' || !d.startsWith('/')) return false;
+      const n = posix.normalize(d).replace(/(.)\/+$/, '$1');
+      const first = owner.get(n);
+      if (first === undefined) owner.set(n, i);
+      return first !== undefined && first !== i;
+    }));
+  }
+  const beyondDraft7 = new RegExp('^(?:services\\[\\d+\\]\\.name: duplicate name |services: exactly one service must have "vmm": true \\(found \\d+:' +
+    '|services\\[\\d+\\]\\.devices\\[\\d+\\]: \\S+ is already granted to services\\[\\d+\\])');
 
   function agree(raw: unknown): 'accepted' | 'rejected' | 'exempt' {
     const result = outcome(raw);

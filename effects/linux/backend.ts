@@ -46,11 +46,15 @@ import {
 import { describeOp, landlockRules, opArgs, planMounts, serviceRuntimeDir, spawnFields } from './plan.js';
 import { InitClient, type InitMessage } from './protocol.js';
 import { qmpCommand } from './qmp.js';
+import { cloudHypervisorPowerButton, runStopCommand } from './stop.js';
 
 export interface LinuxBackendOptions {
   /** Path of vmsandbox-init (default: native/build/vmsandbox-init). */
   initPath?: string;
-  /** Turn the manager's SIGTERM/SIGINT into STOP_REQUESTED (the second one forced). Default false. */
+  /**
+   * Turn the manager's SIGTERM/SIGINT into STOP_REQUESTED: SIGTERM asks for the graceful stop, a
+   * second SIGTERM or any SIGINT forces it. Default false.
+   */
   handleSignals?: boolean;
   /**
    * Ask the kernel for this signal when the manager's parent (s6-supervise) dies, and turn it into
@@ -84,7 +88,8 @@ export interface LinuxBackend extends Backend {
   dispose(): void;
 }
 
-const LANDLOCK_FEATURES: Array<[number, string]> = [
+/** Landlock protections by the ABI that introduced them (what a lower ABI lacks). */
+export const LANDLOCK_FEATURES: Array<[number, string]> = [
   [1, 'filesystem access rules'],
   [2, 'file reparenting (refer) control'],
   [3, 'truncate control'],
@@ -371,9 +376,14 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
           await signalService(s, signalNumber(how.signal), 'requestStop');
         } else if ('qmp' in how) {
           await qmpCommand(how.qmp, 'system_powerdown', signal);
+        } else if ('cloudHypervisorApi' in how) {
+          await cloudHypervisorPowerButton(how.cloudHypervisorApi, signal);
+        } else if ('command' in how) {
+          // On the host, as root, unsandboxed: trusted tooling only (docs/config.md).
+          await runStopCommand(how.command, { vm: config.name, runtimeDir: config.runtimeDir, vmmPid: s.hostPid }, signal, log);
         } else {
           const method = Object.keys(how)[0] ?? 'unknown';
-          throw new EffectError('requestStop', 'ENOTSUP', `stop method ${method} is not supported by the Linux backend yet; use signal or qmp`);
+          throw new EffectError('requestStop', 'ENOTSUP', `stop method ${method} is not supported by the Linux backend`);
         }
       }),
 
@@ -443,7 +453,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
       const h = () => {
         count += 1;
-        subject.next({ type: 'STOP_REQUESTED', signal: sig, force: count > 1 });
+        subject.next({ type: 'STOP_REQUESTED', signal: sig, force: sig === 'SIGINT' || count > 1 });
       };
       process.on(sig, h);
       hooks.push(() => process.off(sig, h));
@@ -451,7 +461,13 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   }
   if (opts.parentDeathSignal) {
     const sig = opts.parentDeathSignal;
-    const parent = process.ppid;
+    // The parent to die with. process.ppid read here is already the adoptive parent (PID 1 or a
+    // subreaper) if the supervisor died while Node was starting (a window of hundreds of ms), and
+    // then the re-check below could never fire. A launcher that knows the supervisor's pid names it
+    // (`vmsandbox run --supervisor-pid` covers it with a pidfd; this hint serves other launchers and the
+    // parent-death tests: `VMSANDBOX_PARENT_PID=$PPID exec vmsandbox run vm.json`).
+    const hinted = Number(process.env.VMSANDBOX_PARENT_PID);
+    const parent = Number.isInteger(hinted) && hinted > 0 ? hinted : process.ppid;
     const h = () => subject.next({ type: 'PARENT_DIED' });
     process.on(sig, h);
     hooks.push(() => process.off(sig, h));
