@@ -2,11 +2,16 @@
 // showing the probe could do what it was allowed to. A probe is a /bin/sh script run as a service
 // (uid 62001) that writes what it saw to its own runtime directory.
 
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
 import {
+  CGROUP_PARENT as CGROUP_PARENT_NAME,
+  cgroupParentDir,
+  compileStatic,
+  ESCAPE_HELPER_C,
   ensureNative,
   forceCleanup,
   landlockSkipReason,
@@ -18,6 +23,7 @@ import {
   skipReason,
   SLEEPER,
   start,
+  staticCcSkipReason,
   stop,
   SYSTEM_READ,
   vmConfig,
@@ -27,8 +33,15 @@ import {
 
 const skip = skipReason();
 const skipScoped = landlockSkipReason(6);
+const skipLandlock = landlockSkipReason(1);
+// The C escape helper (ptrace, pidfd, setuid, cgroup moves) needs `cc -static`.
+const skipTools = skip ?? skipLandlock ?? staticCcSkipReason();
+const skipScopedTools = skipScoped ?? skipTools;
 if (skip) console.warn(`test/linux/escape skipped: ${skip}`);
-else if (skipScoped) console.warn(`test/linux/escape: Landlock scoping tests skipped: ${skipScoped}`);
+else {
+  if (skipScoped) console.warn(`test/linux/escape: Landlock scoping tests skipped: ${skipScoped}`);
+  if (skipTools) console.warn(`test/linux/escape: tests with the C escape helper skipped: ${skipTools}`);
+}
 
 interface ProbeResult {
   code: number | null;
@@ -39,16 +52,39 @@ interface ProbeResult {
 
 describe('linux backend: escapes from a service fail', () => {
   let vm: TestVm | null = null;
+  /** More VMs a test started (another VM's storage), cleaned up like `vm`. */
+  let extraVms: TestVm[] = [];
+  /** A directory every probe may read and execute: the static escape helper `esc` and its setuid-root copy `esc-suid`. */
+  let tools = '';
   beforeAll(() => {
-    if (!skip) ensureNative();
+    if (skip) return;
+    ensureNative();
+    if (!skipTools) {
+      tools = mkdtempSync('/tmp/vmsandbox-tools-');
+      chmodSync(tools, 0o755);
+      compileStatic(ESCAPE_HELPER_C, join(tools, 'esc'));
+      copyFileSync(join(tools, 'esc'), join(tools, 'esc-suid'));
+      chownSync(join(tools, 'esc-suid'), 0, 0);
+      chmodSync(join(tools, 'esc-suid'), 0o4755);
+    }
   });
   afterEach(() => {
     if (vm) forceCleanup(vm);
     vm = null;
+    for (const o of extraVms.splice(0)) forceCleanup(o);
   });
   afterAll(() => {
     if (!skip) removeTestParents();
+    if (tools) rmSync(tools, { recursive: true, force: true });
   });
+
+  /** Landlock rules that let a probe use /proc and the escape helper. */
+  const withTools = () => ({ landlock: { read: [...SYSTEM_READ, '/proc', tools], write: [] } });
+  /** sh: set $v to the pid (in the VM) of the sibling running `/bin/sleep 999`, or exit 3. */
+  const findVictim = `v=
+       for p in /proc/[0-9]*; do [ "$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)" = "/bin/sleep 999 " ] && v=\${p#/proc/}; done
+       echo "victim=$v uid=$(stat -c %u /proc/$v)"
+       [ -n "$v" ] || exit 3`;
 
   /** Run `script` as service "probe" next to `others` and a sleeping vmm; stop the VM afterwards. */
   async function probe(script: string, over: Partial<ServiceConfig> = {}, others: ServiceConfig[] = [], vmOver: Partial<VmConfig> = {}): Promise<ProbeResult> {
@@ -65,6 +101,7 @@ describe('linux backend: escapes from a service fail', () => {
     const exit = await serviceExit(run, 'probe');
     await run.waitFor('running');
     const out = existsSync(outFile) ? readFileSync(outFile, 'utf8') : '';
+    if (process.env.VMSANDBOX_TEST_DEBUG) console.log(`probe exit ${exit.code ?? exit.signal}:\n${out}`);
     return { code: exit.code, signal: exit.signal, out, run };
   }
 
@@ -113,12 +150,16 @@ describe('linux backend: escapes from a service fail', () => {
        for p in /proc/[0-9]*; do [ "$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)" = "/bin/sleep 999 " ] && v=\${p#/proc/}; done
        echo "victim=$v uid=$(stat -c %u /proc/$v)"
        [ -n "$v" ] || exit 3
+       sleep 100 & c=$!
+       kill -TERM $c; wait $c; echo "own-child=$?"
        kill -TERM "$v" && exit 10
        exit 20`,
       { landlock: { read: [...SYSTEM_READ, '/proc'], write: [] } },
       [victim],
     );
     expect(r.out).toMatch(/victim=\d+ uid=62001/);
+    // Control: it can signal a child of its own (143 = killed by SIGTERM).
+    expect(r.out).toMatch(/^own-child=143$/m);
     expect(r.out).toMatch(/Operation not permitted/);
     expect(r.code).toBe(20);
     expect(r.run.backend.state.services.get('victim')!.exited).toBe(false);
@@ -249,6 +290,127 @@ describe('linux backend: escapes from a service fail', () => {
     expect(r.out).toMatch(/null-ok/);
     expect(r.out).toMatch(/^4$/m);
     expect(r.out).toMatch(/sys=1/);
+    await finish(r);
+  });
+
+  it.skipIf(skipTools)('cannot ptrace (PTRACE_ATTACH, PTRACE_SEIZE) a sibling service with the same uid, but can ptrace its own child', async () => {
+    const victim = service({ name: 'victim', argv: ['/bin/sleep', '999'] });
+    const r = await probe(
+      `${findVictim}
+       ${tools}/esc ptrace-child
+       ${tools}/esc ptrace-attach "$v"
+       ${tools}/esc ptrace-seize "$v"`,
+      withTools(),
+      [victim],
+    );
+    expect(r.out).toMatch(/victim=\d+ uid=62001/);
+    // Control: ptrace works for the probe on a process of its own Landlock domain.
+    expect(r.out).toMatch(/^ptrace-child-attach rc=0$/m);
+    expect(r.out).toMatch(/^ptrace-child-seize rc=0$/m);
+    // Same uid, no Yama here: only the Landlock domain stops it.
+    expect(r.out).toMatch(/^ptrace-attach rc=-1 errno=EPERM$/m);
+    expect(r.out).toMatch(/^ptrace-seize rc=-1 errno=EPERM$/m);
+    const v = r.run.backend.state.services.get('victim')!;
+    expect(v.exited).toBe(false);
+    expect(readFileSync(`/proc/${v.hostPid}/status`, 'utf8')).toMatch(/^TracerPid:\s+0$/m);
+    await finish(r);
+  });
+
+  it.skipIf(skipScopedTools)('cannot pidfd_send_signal a sibling service with the same uid (EPERM), but can its own child', async () => {
+    const victim = service({ name: 'victim', argv: ['/bin/sleep', '999'] });
+    const r = await probe(`${findVictim}\n${tools}/esc pidfd-child\n${tools}/esc pidfd "$v"`, withTools(), [victim]);
+    expect(r.out).toMatch(/victim=\d+ uid=62001/);
+    expect(r.out).toMatch(/^pidfd-child-open rc=\d+$/m);
+    expect(r.out).toMatch(/^pidfd-child-signal rc=0$/m);
+    expect(r.out).toMatch(/^pidfd-child-status signal 9$/m);
+    // pidfd_open itself needs no permission; sending through it is what scoping forbids.
+    expect(r.out).toMatch(/^pidfd_open rc=\d+$/m);
+    expect(r.out).toMatch(/^pidfd_send_signal rc=-1 errno=EPERM$/m);
+    expect(r.run.backend.state.services.get('victim')!.exited).toBe(false);
+    await finish(r);
+  });
+
+  it.skipIf(skipTools)('cannot see or signal a process outside the VM by its host pid', async () => {
+    const r = await probe(`kill -0 ${process.pid}; echo "kill=$?"; ${tools}/esc pidfd ${process.pid}`, withTools());
+    expect(r.out).toMatch(/kill=(?!0)\d+/);
+    expect(r.out).toMatch(/No such process/);
+    expect(r.out).toMatch(/^pidfd_open rc=-1 errno=ESRCH$/m);
+    await finish(r);
+  });
+
+  it.skipIf(skipLandlock)('cannot read another VM\'s storage, even with the same uid and file modes that allow it', async () => {
+    // VM B: running, its storage owned by the uid VM A's probe also runs as.
+    const vmB = newTestVm();
+    extraVms.push(vmB);
+    writeFileSync(join(vmB.storage, 'secret'), 'B only\n', { mode: 0o600 });
+    chownSync(join(vmB.storage, 'secret'), 62001, 62001);
+    chownSync(vmB.storage, 62001, 62001);
+    const runB = start(vmConfig(vmB, [service({ name: 'vmm', vmm: true, argv: ['/bin/sleep', '1000'], storage: 'rw' })]), vmB);
+    await runB.waitFor('running');
+    // Control: outside any sandbox, uid 62001 reads it (so DAC is not what stops VM A).
+    const host = spawnSync('/bin/cat', [join(vmB.storage, 'secret')], { uid: 62001, gid: 62001, encoding: 'utf8' });
+    expect(host.stdout).toBe('B only\n');
+    const r = await probe(
+      `echo mine > "$STORAGE/own" && cat "$STORAGE/own" && echo own-ok
+       cat "${vmB.storage}/secret"; echo "cat=$?"
+       ls "${vmB.storage}"; echo "ls=$?"
+       echo x > "${vmB.storage}/planted"; echo "write=$?"`,
+      { storage: 'rw' },
+    );
+    expect(r.out).toMatch(/own-ok/);
+    expect(r.out).not.toMatch(/B only/);
+    expect(r.out).toMatch(/cat=1/);
+    expect(r.out).toMatch(/ls=2/);
+    expect(r.out).toMatch(/write=(?!0)\d+/);
+    expect(r.out).toMatch(/Permission denied/);
+    expect(existsSync(join(vmB.storage, 'planted'))).toBe(false);
+    await finish(r);
+    expect((await stop(runB)).outcome).toBe('stopped');
+    expect(leftovers(vmB)).toEqual([]);
+  });
+
+  it.skipIf(skipTools)('cannot regain root through a setuid-root binary (nosuid mounts, no_new_privs): euid stays the service\'s', async () => {
+    vm = newTestVm();
+    copyFileSync(join(tools, 'esc'), join(vm.storage, 'esc-suid'));
+    chmodSync(join(vm.storage, 'esc-suid'), 0o4755);
+    // Control: outside the sandbox the helper is a working setuid-root binary for uid 62001.
+    const host = spawnSync(join(tools, 'esc-suid'), ['ids'], { uid: 62001, gid: 62001, encoding: 'utf8' });
+    expect(host.stdout).toMatch(/^ruid=62001 euid=0 /m);
+    const r = await probe(
+      `${tools}/esc-suid ids; echo "--"; "$STORAGE/esc-suid" ids; echo "--"; /usr/bin/su -c "id -u" root </dev/null; echo "su=$?"`,
+      { ...withTools(), storage: 'ro' },
+    );
+    const [fromTools, fromStorage, fromSu] = r.out.split('--\n');
+    for (const o of [fromTools!, fromStorage!]) {
+      expect(o).toMatch(/^ruid=62001 euid=62001 suid=62001$/m);
+      expect(o).toMatch(/^setuid0 rc=-1 errno=EPERM$/m);
+      expect(o).toMatch(/^after ruid=62001 euid=62001 suid=62001$/m);
+    }
+    // su runs (it is readable and executable) but gets no root: no "0" line, non-zero exit.
+    expect(fromSu).not.toMatch(/^0$/m);
+    expect(fromSu).toMatch(/su=(?!0)\d+/);
+    await finish(r);
+  });
+
+  it.skipIf(skipTools)('cannot move itself to another cgroup (cgroupfs is not in the sandbox; sysfs is read-only)', async () => {
+    vm = newTestVm();
+    const cgRoot = join(cgroupParentDir(), '..');
+    const vmDir = join(cgroupParentDir(), vm.name);
+    const targets = [`${cgRoot}/cgroup.procs`, `${vmDir}/svc-vmm/cgroup.procs`, `${vmDir}/init/cgroup.procs`, `${vmDir}/cgroup.procs`, '/sys/fs/cgroup/cgroup.procs'];
+    const r = await probe(
+      `cat /proc/self/cgroup
+       ${targets.map((t) => `echo "target ${t}"; ${tools}/esc cgmove ${t}`).join('\n')}
+       echo "--"; cat /proc/self/cgroup`,
+      // Landlock lets it write /sys: what must stop it is the mount tree.
+      { landlock: { read: [...SYSTEM_READ, '/proc', '/sys', tools], write: ['/sys'] } },
+    );
+    const attempts = r.out.split('target ').slice(1);
+    expect(attempts).toHaveLength(targets.length);
+    for (const a of attempts) expect(a).toMatch(/^cgmove-(open|write) rc=-1 errno=(EACCES|EPERM|EROFS|ENOENT)$/m);
+    const leaf = `0::/${join(CGROUP_PARENT_NAME, vm.name, 'svc-probe')}`;
+    const [before, after] = r.out.split('--\n');
+    expect(before).toMatch(new RegExp(`^${leaf}$`, 'm'));
+    expect(after).toMatch(new RegExp(`^${leaf}$`, 'm'));
     await finish(r);
   });
 });

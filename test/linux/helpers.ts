@@ -1,7 +1,7 @@
 // Shared helpers for the real-kernel tests: configs, driving the real machine, leak checks.
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, rmdirSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createActor, type Actor } from 'xstate';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
@@ -305,4 +305,316 @@ export function serviceExit(run: Run, name: string, timeoutMs = 10_000): Promise
 export async function stop(run: Run): Promise<SandboxOutput> {
   run.actor.send({ type: 'STOP_REQUESTED', signal: 'SIGTERM', force: false });
   return run.done;
+}
+
+// ---- helpers for escape, leak and parent-death tests ----
+
+export async function until(cond: () => boolean, ms: number, stepMs = 5): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return cond();
+}
+
+/** Processes of the VM (in its PID namespace or its cgroup), with their state letter ("Z" = zombie). */
+export function vmProcesses(vm: TestVm): { pid: number; state: string }[] {
+  const out: { pid: number; state: string }[] = [];
+  for (const p of pidsInOtherNamespaces()) {
+    const ns = readlinkSafe(`/proc/${p}/ns/pid`);
+    let cg = '';
+    let state = '?';
+    try {
+      cg = readFileSync(`/proc/${p}/cgroup`, 'utf8');
+      state = /^\d+ \(.*\) (\S)/s.exec(readFileSync(`/proc/${p}/stat`, 'utf8'))?.[1] ?? '?';
+    } catch {
+      continue; /* gone */
+    }
+    if ((ns !== null && (vm.pidNs ?? []).includes(ns)) || cg.includes(`/${vm.name}/`) || cg.endsWith(`/${vm.name}\n`)) out.push({ pid: p, state });
+  }
+  return out;
+}
+
+/** Lines of our mountinfo that mention the VM (its name, storage or runtime dir). */
+export function vmMounts(vm: TestVm): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(vm.name) || l.includes(vm.storage) || l.includes(vm.runtimeDir));
+}
+
+/**
+ * What a finish script does after a SIGKILLed manager: a fresh backend's killAll + cleanup, twice
+ * (idempotent: the second round finds nothing and must succeed too).
+ */
+export async function finishWithFreshBackend(config: VmConfig): Promise<void> {
+  const fresh = createLinuxBackend(config);
+  const ac = new AbortController();
+  for (let round = 0; round < 2; round++) {
+    await fresh.effects.killAll({ config }, ac.signal);
+    await fresh.effects.cleanup({ config }, ac.signal);
+  }
+  fresh.dispose();
+}
+
+/** The raw JSON config `vmsandbox run` reads (a helper sleeper and a vmm), written to the scratch dir. */
+export function writeRunConfig(vm: TestVm, vmmArgv: string[], timeouts = { stopMs: 3000, killMs: 2000 }): { file: string; config: VmConfig } {
+  const raw = {
+    name: vm.name,
+    storage: vm.storage,
+    runtimeDir: vm.runtimeDir,
+    timeouts,
+    cgroup: { parent: CGROUP_PARENT },
+    landlock: { minAbi: 1 },
+    services: [
+      { name: 'helper', argv: ['/bin/sleep', '1000'], uid: 62001, gid: 62001, tmp: true, landlock: { read: SYSTEM_READ, write: [] } },
+      { name: 'vmm', vmm: true, argv: vmmArgv, uid: 62002, gid: 62002, env: { PATH: '/usr/bin:/bin' }, landlock: { read: SYSTEM_READ, write: [] } },
+    ],
+  };
+  const file = join(vm.scratch, 'vm.json');
+  writeFileSync(file, JSON.stringify(raw));
+  // The same VM as a typed config, for a fresh backend's killAll/cleanup (they use name, cgroup, runtimeDir).
+  const config = vmConfig(vm, [service({ name: 'helper', argv: ['/bin/sleep', '1000'] }), service({ name: 'vmm', argv: vmmArgv, vmm: true, uid: 62002, gid: 62002 })], {
+    timeouts: { setupMs: 10_000, ...timeouts },
+  });
+  return { file, config };
+}
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same delays. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+let ccReason: string | null | undefined;
+
+/** Why `cc -static` cannot build the C test helpers here, or null. */
+export function staticCcSkipReason(): string | null {
+  if (ccReason !== undefined) return ccReason;
+  const dir = mkdtempSync('/tmp/vmsandbox-cc-');
+  try {
+    writeFileSync(join(dir, 't.c'), 'int main(void) { return 0; }\n');
+    execFileSync('cc', ['-static', '-o', join(dir, 't'), join(dir, 't.c')], { stdio: 'pipe' });
+    execFileSync(join(dir, 't'));
+    ccReason = null;
+  } catch (e) {
+    ccReason = `cc -static does not work here: ${(e as Error).message.split('\n')[0]}`;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return ccReason;
+}
+
+/** Compile `source` with `cc -static` into `out` (mode 0755). */
+export function compileStatic(source: string, out: string): void {
+  const src = `${out}.c`;
+  writeFileSync(src, source);
+  execFileSync('cc', ['-static', '-O1', '-Wall', '-o', out, src], { stdio: 'pipe' });
+  chmodSync(out, 0o755);
+}
+
+/**
+ * The escape helper, one static binary with subcommands; each prints `<what> rc=<n>` or
+ * `<what> rc=-1 errno=<NAME>`:
+ *   ptrace-attach PID | ptrace-seize PID   PTRACE_ATTACH / PTRACE_SEIZE a process (detaches on success)
+ *   ptrace-child                            control: attach and seize a child of its own
+ *   pidfd PID                               pidfd_open + pidfd_send_signal(SIGTERM)
+ *   pidfd-child                             control: pidfd_open + pidfd_send_signal(SIGKILL) to its own child
+ *   cgmove FILE                             write its own pid into FILE (a cgroup.procs)
+ *   ids                                     print real/effective/saved uid, then try setuid(0)
+ */
+export const ESCAPE_HELPER_C = String.raw`
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void report(const char *what, long rc) {
+    if (rc < 0) printf("%s rc=-1 errno=%s\n", what, strerrorname_np(errno));
+    else printf("%s rc=%ld\n", what, rc);
+    fflush(stdout);
+}
+
+static long do_ptrace(int req, pid_t pid) {
+    long rc = ptrace(req, pid, 0, 0);
+    if (rc == 0) {
+        int e = errno;
+        if (req == PTRACE_ATTACH) waitpid(pid, NULL, __WALL);
+        else { ptrace(PTRACE_INTERRUPT, pid, 0, 0); waitpid(pid, NULL, __WALL); }
+        ptrace(PTRACE_DETACH, pid, 0, 0);
+        errno = e;
+    }
+    return rc;
+}
+
+static pid_t child(void) {
+    pid_t p = fork();
+    if (p == 0) { for (;;) pause(); }
+    return p;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    const char *cmd = argv[1];
+    pid_t target = argc > 2 ? (pid_t)atoi(argv[2]) : 0;
+    if (!strcmp(cmd, "ptrace-attach")) { report("ptrace-attach", do_ptrace(PTRACE_ATTACH, target)); return 0; }
+    if (!strcmp(cmd, "ptrace-seize")) { report("ptrace-seize", do_ptrace(PTRACE_SEIZE, target)); return 0; }
+    if (!strcmp(cmd, "ptrace-child")) {
+        pid_t c = child();
+        report("ptrace-child-attach", do_ptrace(PTRACE_ATTACH, c));
+        report("ptrace-child-seize", do_ptrace(PTRACE_SEIZE, c));
+        kill(c, SIGKILL);
+        waitpid(c, NULL, 0);
+        return 0;
+    }
+    if (!strcmp(cmd, "pidfd")) {
+        long fd = syscall(SYS_pidfd_open, target, 0);
+        report("pidfd_open", fd);
+        if (fd >= 0) report("pidfd_send_signal", syscall(SYS_pidfd_send_signal, (int)fd, SIGTERM, NULL, 0));
+        return 0;
+    }
+    if (!strcmp(cmd, "pidfd-child")) {
+        pid_t c = child();
+        long fd = syscall(SYS_pidfd_open, c, 0);
+        report("pidfd-child-open", fd);
+        report("pidfd-child-signal", fd < 0 ? -1 : syscall(SYS_pidfd_send_signal, (int)fd, SIGKILL, NULL, 0));
+        int st = 0;
+        waitpid(c, &st, 0);
+        printf("pidfd-child-status %s %d\n", WIFSIGNALED(st) ? "signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        return 0;
+    }
+    if (!strcmp(cmd, "cgmove")) {
+        /* Write our own pid into a cgroup.procs file: the move cgroup v2 would do. */
+        FILE *f = fopen(argv[2], "w");
+        if (!f) { report("cgmove-open", -1); return 0; }
+        int n = fprintf(f, "%d\n", (int)getpid());
+        int e = errno;
+        int c = fclose(f);
+        if (n < 0 || c != 0) { errno = n < 0 ? e : errno; report("cgmove-write", -1); return 0; }
+        report("cgmove-write", 0);
+        return 0;
+    }
+    if (!strcmp(cmd, "ids")) {
+        uid_t r, e, s;
+        getresuid(&r, &e, &s);
+        printf("ruid=%u euid=%u suid=%u\n", r, e, s);
+        report("setuid0", setuid(0));
+        getresuid(&r, &e, &s);
+        printf("after ruid=%u euid=%u suid=%u\n", r, e, s);
+        return 0;
+    }
+    return 2;
+}
+`;
+
+/**
+ * A subreaper that runs a command and reports, one line each on stdout, `child <pid>` and then
+ * `reaped <pid> exit <code>` / `reaped <pid> signal <signo>` for every process it reaps (its own
+ * child and every orphan re-parented to it); it exits when it has no child left.
+ */
+export const REAPER_C = String.raw`
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) { perror("subreaper"); return 1; }
+    pid_t p = fork();
+    if (p < 0) return 1;
+    if (p == 0) { execv(argv[1], argv + 1); _exit(127); }
+    printf("child %d\n", p);
+    fflush(stdout);
+    for (;;) {
+        int st;
+        pid_t w = waitpid(-1, &st, 0);
+        if (w < 0) { if (errno == EINTR) continue; break; }
+        if (WIFEXITED(st)) printf("reaped %d exit %d\n", w, WEXITSTATUS(st));
+        else printf("reaped %d signal %d\n", w, WTERMSIG(st));
+        fflush(stdout);
+    }
+    return 0;
+}
+`;
+
+export interface ReaperRun {
+  /** The reaper's direct child (what it ran). */
+  child: Promise<number>;
+  /** Every stdout line that is not the reaper's own (the child's output, JSON logs, ...). */
+  lines: string[];
+  /** `exit <code>` or `signal <signo>` of every process the reaper reaped, by pid. */
+  reaped: Map<number, string>;
+  /** Resolves with how `pid` ended once the reaper reaped it, or null after timeoutMs. */
+  waitReaped(pid: number, timeoutMs: number): Promise<string | null>;
+  /** Resolves with the first line matching, or null after timeoutMs. */
+  waitLine(re: RegExp, timeoutMs: number): Promise<string | null>;
+  /** The reaper's own exit (it exits once it has no child left). */
+  exited: Promise<number | null>;
+  stderr(): string;
+}
+
+/** Run argv under the subreaper (REAPER_C, compiled at `reaper`): orphans are reaped at once and reported. */
+export function underReaper(reaper: string, argv: string[], env: NodeJS.ProcessEnv = process.env): ReaperRun {
+  const proc = spawn(reaper, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const lines: string[] = [];
+  const reaped = new Map<number, string>();
+  const waiters = new Set<() => void>();
+  let buf = '';
+  let err = '';
+  let childPid: (pid: number) => void = () => undefined;
+  const child = new Promise<number>((r) => (childPid = r));
+  proc.stdout.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      let m: RegExpExecArray | null;
+      if ((m = /^child (\d+)$/.exec(line))) childPid(Number(m[1]));
+      else if ((m = /^reaped (\d+) ((?:exit|signal) \d+)$/.exec(line))) reaped.set(Number(m[1]), m[2]!);
+      else lines.push(line);
+    }
+    for (const w of [...waiters]) w();
+  });
+  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  const wait = <T>(get: () => T | null, timeoutMs: number): Promise<T | null> =>
+    new Promise((resolve) => {
+      const check = () => {
+        const v = get();
+        if (v !== null) {
+          clearTimeout(t);
+          waiters.delete(check);
+          resolve(v);
+        }
+      };
+      const t = setTimeout(() => {
+        waiters.delete(check);
+        resolve(get());
+      }, timeoutMs);
+      waiters.add(check);
+      check();
+    });
+  return {
+    child,
+    lines,
+    reaped,
+    exited,
+    stderr: () => err,
+    waitReaped: (pid, timeoutMs) => wait(() => reaped.get(pid) ?? null, timeoutMs),
+    waitLine: (re, timeoutMs) => wait(() => lines.find((l) => re.test(l)) ?? null, timeoutMs),
+  };
 }

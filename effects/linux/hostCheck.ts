@@ -1,0 +1,351 @@
+// `vmsandbox check`'s host report on Linux: can THIS host enforce a (valid) config? Everything here
+// only looks (stat, read, the Landlock ABI probe); nothing is created. Each finding is one item:
+// ok, warn (runs, but weaker or worth a look) or fail (`vmsandbox run` would refuse or fail setup).
+// See docs/linux-backend.md ("Host check") and docs/config.md ("Validating").
+
+import { existsSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { ServiceConfig, VmConfig } from '../../config/types.js';
+import { LANDLOCK_FEATURES } from './backend.js';
+import { findCgroup2Mount } from './cgroup.js';
+import { landlockAbi, nativeBuildDir } from './native.js';
+import { landlockRules, serviceRuntimeDir } from './plan.js';
+
+export type HostLevel = 'ok' | 'warn' | 'fail';
+
+export interface HostItem {
+  level: HostLevel;
+  /** A config field path (`services[1].argv[0]`) or a host item (`host.root`, `host.cgroup2`, …). */
+  item: string;
+  /** What was found and, for warn/fail, the fix. */
+  message: string;
+}
+
+export interface HostFacts {
+  root: boolean;
+  /** Landlock ABI the kernel offers (0: unavailable); null if the native helper is missing. */
+  landlockAbi: number | null;
+  /** Where cgroup2 is mounted (from /proc/self/mountinfo); null if nowhere. */
+  cgroup2Mount: string | null;
+  /** Controllers the VM's cgroup could use: cgroup.controllers of the deepest existing directory on the way to cgroup.parent. */
+  cgroupControllers: string[];
+  kvm: boolean;
+}
+
+export interface HostReport {
+  /** No item failed: `vmsandbox run` can enforce this config here. */
+  ok: boolean;
+  failures: number;
+  warnings: number;
+  items: HostItem[];
+  facts: HostFacts;
+}
+
+/** Where the host check reads; tests point these at fixtures. */
+export interface HostCheckOptions {
+  mountinfo?: string;
+  passwd?: string;
+  procCgroups?: string;
+  /** Override the probed Landlock ABI (null: the native helper is missing). */
+  landlockAbi?: number | null;
+  root?: boolean;
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+function readOr(path: string, fallback: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+function words(path: string): string[] | null {
+  try {
+    return readFileSync(path, 'utf8').split(/\s+/).filter(Boolean);
+  } catch {
+    return null;
+  }
+}
+
+/** The permission bits (rwx as 4/2/1) that apply to uid/gid/groups on a file, as the kernel picks them. */
+function permsFor(st: Stats, uid: number, gids: number[]): number {
+  if (uid === 0) return st.mode & 0o111 ? 7 : 6; // root: rw always, x if anyone has x
+  if (st.uid === uid) return (st.mode >> 6) & 7;
+  if (gids.includes(st.gid)) return (st.mode >> 3) & 7;
+  return st.mode & 7;
+}
+
+/** The first directory on the way to `file` that `uid` cannot search, or null. */
+function unsearchableDir(file: string, uid: number, gids: number[]): string | null {
+  const dirs: string[] = [];
+  for (let d = dirname(file); ; d = dirname(d)) {
+    dirs.unshift(d);
+    if (d === '/') break;
+  }
+  for (const d of dirs) {
+    const st = statOrNull(d);
+    if (st && !(permsFor(st, uid, gids) & 1)) return d;
+  }
+  return null;
+}
+
+function realOr(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+function isUnder(path: string, dir: string): boolean {
+  return dir === '/' || path === dir || path.startsWith(`${dir}/`);
+}
+
+interface PasswdEntry {
+  name: string;
+  uid: number;
+  shell: string;
+}
+
+function parsePasswd(text: string): PasswdEntry[] {
+  const out: PasswdEntry[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.split(':');
+    if (f.length < 7 || line.startsWith('#')) continue;
+    out.push({ name: f[0]!, uid: Number(f[2]), shell: f[6]! });
+  }
+  return out;
+}
+
+const NO_LOGIN = /(^|\/)(nologin|false|sync|shutdown|halt)$/;
+
+/** Controllers bound to a cgroup v1 hierarchy (hierarchy id ≠ 0 in /proc/cgroups). */
+function v1Controllers(procCgroups: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of procCgroups.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const [name, hier] = line.split(/\s+/);
+    if (name && hier && hier !== '0') out.add(name);
+  }
+  return out;
+}
+
+/** Check `config` (already valid) against this host. */
+export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = {}): Promise<HostReport> {
+  const items: HostItem[] = [];
+  const add = (level: HostLevel, item: string, message: string) => items.push({ level, item, message });
+  const svcPath = (i: number) => `services[${i}]`;
+
+  // ---- who runs the check ----
+  const root = opts.root ?? process.getuid?.() === 0;
+  if (root) add('ok', 'host.root', 'running as root (vmsandbox run needs root)');
+  else add('warn', 'host.root', `not running as root (uid ${process.getuid?.()}): vmsandbox run needs root; this check saw the host as this user`);
+
+  // ---- the native parts ----
+  const build = nativeBuildDir();
+  const nativeOk = ['vmsandbox-init', 'libvmsandbox.so'].every((f) => existsSync(join(build, f)));
+  if (nativeOk) add('ok', 'host.native', `${build}: vmsandbox-init and libvmsandbox.so present`);
+  else add('fail', 'host.native', `${build}: vmsandbox-init or libvmsandbox.so missing: build them with \`make -C native\` (npm ci does)`);
+
+  // ---- Landlock ----
+  const abi = opts.landlockAbi !== undefined ? opts.landlockAbi : nativeOk ? landlockAbi() : null;
+  const { minAbi, allowDegraded } = config.landlock;
+  if (abi === null) {
+    add('fail', 'landlock.minAbi', 'Landlock ABI unknown: the native helper that probes it is missing (see host.native)');
+  } else {
+    const missing = LANDLOCK_FEATURES.filter(([v]) => abi < v).map(([, what]) => what);
+    const lacks = missing.length ? `; lacks: ${missing.join(', ')}` : '';
+    if (abi >= minAbi) {
+      add('ok', 'landlock.minAbi', `the kernel offers Landlock ABI ${abi} (config needs ≥ ${minAbi})${lacks}`);
+    } else if (allowDegraded) {
+      add('warn', 'landlock.minAbi', `the kernel offers Landlock ABI ${abi} < ${minAbi}: runs degraded (landlock.allowDegraded)${lacks}`);
+    } else {
+      add(
+        'fail',
+        'landlock.minAbi',
+        `the kernel offers Landlock ABI ${abi} < ${minAbi}${lacks}: vmsandbox run would refuse to start. ` +
+          `Fix: a kernel with Landlock ABI ${minAbi} (and "landlock" in lsm=), a lower landlock.minAbi, or landlock.allowDegraded`,
+      );
+    }
+  }
+
+  // ---- cgroup v2 ----
+  const mount = findCgroup2Mount(opts.mountinfo ?? readOr('/proc/self/mountinfo', ''));
+  let controllers: string[] = [];
+  if (!mount) {
+    add('fail', 'host.cgroup2', 'no cgroup2 mount in /proc/self/mountinfo: mount cgroup2 (e.g. mount -t cgroup2 none /sys/fs/cgroup/unified)');
+  } else {
+    // The VM's controllers come from cgroup.parent's (enabled there by the backend as needed):
+    // read the deepest directory on the way that exists (the rest is created with the same set).
+    let where = mount;
+    controllers = words(join(mount, 'cgroup.controllers')) ?? [];
+    for (const seg of config.cgroup.parent.split('/').filter(Boolean)) {
+      const next = join(where, seg);
+      const c = words(join(next, 'cgroup.controllers'));
+      if (c === null) break;
+      where = next;
+      controllers = c;
+    }
+    add('ok', 'host.cgroup2', `mounted at ${mount}; controllers available at ${where}: ${controllers.join(' ') || '(none)'}`);
+    const vmDir = join(mount, config.cgroup.parent, config.name);
+    if (/^populated 1$/m.test(readOr(join(vmDir, 'cgroup.events'), ''))) {
+      add('warn', 'name', `${vmDir} has processes: this VM is running (or its last run was not cleaned up: vmsandbox finish)`);
+    }
+  }
+  const v1 = v1Controllers(opts.procCgroups ?? readOr('/proc/cgroups', ''));
+  const limitItem = (path: string, key: string) => {
+    const ctl = key.split('.')[0]!;
+    if (mount && controllers.includes(ctl)) return add('ok', path, `the ${ctl} controller is available`);
+    const why = !mount
+      ? 'there is no cgroup2 mount'
+      : `the ${ctl} controller is not available in the cgroup2 hierarchy at ${mount}` +
+        (v1.has(ctl) ? ` (it is bound to a cgroup v1 hierarchy, see /proc/cgroups)` : '');
+    if (config.cgroup.limitsOptional) add('warn', path, `${why}: the limit is skipped at run time (cgroup.limitsOptional)`);
+    else add('fail', path, `${why}: vmsandbox run would fail setup. Fix: give cgroup v2 the ${ctl} controller, or set cgroup.limitsOptional to run without this limit`);
+  };
+  for (const key of Object.keys(config.cgroup.limits)) limitItem(`cgroup.limits[${JSON.stringify(key)}]`, key);
+  config.services.forEach((s, i) => {
+    for (const key of Object.keys(s.limits)) limitItem(`${svcPath(i)}.limits[${JSON.stringify(key)}]`, key);
+  });
+
+  // ---- /dev/kvm and devices ----
+  const kvm = statOrNull('/dev/kvm');
+  const kvmOk = kvm !== null && kvm.isCharacterDevice();
+  if (kvmOk) {
+    if (existsSync('/sys/module/kvm_pvm')) {
+      add('warn', 'host./dev/kvm', 'present, from kvm_pvm (this host is itself a VM): stock guest kernels may fail under it; prefer TCG if a guest crashes');
+    } else add('ok', 'host./dev/kvm', 'present');
+  } else {
+    add('warn', 'host./dev/kvm', 'absent: VMMs must use software emulation (QEMU -accel tcg); load kvm_intel/kvm_amd for hardware acceleration');
+  }
+  config.services.forEach((s, i) => {
+    s.devices.forEach((d, j) => {
+      const st = statOrNull(d);
+      const path = `${svcPath(i)}.devices[${j}]`;
+      if (!st) add('fail', path, `${d} does not exist on this host: remove it from devices, or load the driver that provides it`);
+      else if (!st.isCharacterDevice() && !st.isBlockDevice()) add('fail', path, `${d} is not a device node`);
+      else add('ok', path, `${d}: ${st.isCharacterDevice() ? 'character' : 'block'} device ${Math.floor(st.rdev / 256) & 0xfff}:${st.rdev & 0xff}`);
+    });
+  });
+
+  // ---- storage and runtime dir ----
+  const storage = statOrNull(config.storage);
+  if (!storage) add('fail', 'storage', `${config.storage} does not exist: create it (mkdir -p ${config.storage})`);
+  else if (!storage.isDirectory()) add('fail', 'storage', `${config.storage} is not a directory`);
+  else add('ok', 'storage', `${config.storage} is a directory`);
+  const rt = statOrNull(config.runtimeDir);
+  if (rt) {
+    add('warn', 'runtimeDir', `${config.runtimeDir} already exists: vmsandbox run uses it and removes it (recursively) when the VM stops; is the VM running, or is this a shared directory?`);
+  }
+
+  // ---- services ----
+  const passwd = parsePasswd(opts.passwd ?? readOr('/etc/passwd', ''));
+  const uidsSeen = new Map<number, string>();
+  config.services.forEach((s, i) => {
+    const p = svcPath(i);
+    serviceChecks(config, s, p, abi, add);
+    const user = passwd.find((e) => e.uid === s.uid);
+    if (user) {
+      const login = !NO_LOGIN.test(user.shell);
+      add(
+        'warn',
+        `${p}.uid`,
+        `uid ${s.uid} belongs to ${login ? 'the login user' : 'the system user'} ${user.name} (${user.shell}): ` +
+          `a compromised ${s.name} could act on that user's files and processes. Fix: a uid with no passwd entry`,
+      );
+    } else add('ok', `${p}.uid`, `uid ${s.uid} has no passwd entry (none is needed)`);
+    const other = uidsSeen.get(s.uid);
+    if (other) add('warn', `${p}.uid`, `uid ${s.uid} is also ${other}'s: distinct uids keep one compromised service from acting on the other where Landlock does not cover it`);
+    else uidsSeen.set(s.uid, s.name);
+  });
+
+  const failures = items.filter((x) => x.level === 'fail').length;
+  const warnings = items.filter((x) => x.level === 'warn').length;
+  return {
+    ok: failures === 0,
+    failures,
+    warnings,
+    items,
+    facts: { root, landlockAbi: abi, cgroup2Mount: mount, cgroupControllers: controllers, kvm: kvmOk },
+  };
+}
+
+/** Paths `vmsandbox run` creates before any service starts: the runtime dirs and handed-over sockets. */
+function createdByRun(config: VmConfig): string[] {
+  return [
+    config.runtimeDir,
+    ...config.services.flatMap((x) => [serviceRuntimeDir(config, x), ...(x.sockets ?? []).map((k) => k.path)]),
+  ];
+}
+
+function serviceChecks(
+  config: VmConfig,
+  s: ServiceConfig,
+  p: string,
+  abi: number | null,
+  add: (level: HostLevel, item: string, message: string) => void,
+): void {
+  const gids = [s.gid, ...s.groups];
+  // argv[0]: exists, a regular file, executable by the service's uid, and inside its Landlock rules.
+  const argv0 = s.argv[0]!;
+  const st = statOrNull(argv0);
+  if (!st) add('fail', `${p}.argv[0]`, `${argv0} does not exist: install it or fix the path`);
+  else if (!st.isFile()) add('fail', `${p}.argv[0]`, `${argv0} is not a regular file`);
+  else {
+    const real = realOr(argv0);
+    const dir = unsearchableDir(real, s.uid, gids);
+    const rules = landlockRules(config, s);
+    const covered = [...rules.read, ...rules.write].some((r) => isUnder(real, realOr(r)));
+    if (!(permsFor(st, s.uid, gids) & 1)) {
+      add('fail', `${p}.argv[0]`, `${argv0} is not executable by uid ${s.uid} (mode ${(st.mode & 0o7777).toString(8)}, owner ${st.uid}:${st.gid})`);
+    } else if (dir) {
+      add('fail', `${p}.argv[0]`, `${argv0}: uid ${s.uid} cannot search ${dir}`);
+    } else if (abi !== null && abi > 0 && !covered) {
+      add('fail', `${p}.argv[0]`, `${real} is outside the service's Landlock rules: exec would be denied. Fix: add ${dirname(real)} (or a parent) to ${p}.landlock.read`);
+    } else add('ok', `${p}.argv[0]`, `${argv0} is executable by uid ${s.uid}`);
+  }
+  // Landlock paths: a rule needs an inode, so a missing path fails the launch.
+  for (const kind of ['read', 'write'] as const) {
+    s.landlock[kind].forEach((path, j) => {
+      const item = `${p}.landlock.${kind}[${j}]`;
+      const created = createdByRun(config);
+      if (created.includes(path)) add('ok', item, `${path} is created by vmsandbox run before the service starts`);
+      else if (existsSync(path)) add('ok', item, `${path} exists`);
+      else if (isUnder(path, config.runtimeDir)) {
+        add('warn', item, `${path} does not exist yet: it must exist when ${s.name} launches (a service launched earlier may create it), else the launch fails`);
+      } else add('fail', item, `${path} does not exist: a Landlock rule needs an existing file or directory; create it or remove the rule`);
+    });
+  }
+  // Sockets the vmm creates and the manager connects to (stop, readiness).
+  if (!s.vmm) return;
+  const own = serviceRuntimeDir(config, s);
+  const handed = (s.sockets ?? []).map((k) => k.path);
+  const socketItem = (item: string, sock: string) => {
+    if (handed.includes(sock)) add('ok', item, `${sock} is created by the sandbox and handed to the vmm (sockets)`);
+    else if (isUnder(sock, own)) add('ok', item, `${sock} is in ${own}, which the vmm (uid ${s.uid}) can write`);
+    else if (isUnder(sock, config.runtimeDir)) {
+      add('warn', item, `${sock}: ${config.runtimeDir} is created root-owned (0755), so the vmm (uid ${s.uid}) cannot create its socket there. Fix: put it in ${own}/`);
+    } else add('warn', item, `${sock} is outside ${config.runtimeDir}: the vmm can only create sockets where the sandbox lets it write; prefer ${own}/`);
+  };
+  const ready = s.ready;
+  if (ready && ready !== 'immediate') socketItem(`${p}.ready.${'qmp' in ready ? 'qmp' : 'socket'}`, 'qmp' in ready ? ready.qmp : ready.socket);
+  const how = s.stop;
+  if ('qmp' in how) socketItem(`${p}.stop.qmp`, how.qmp);
+  else if ('cloudHypervisorApi' in how) socketItem(`${p}.stop.cloudHypervisorApi`, how.cloudHypervisorApi);
+  else if ('command' in how) {
+    const cmd = how.command[0]!;
+    const cst = statOrNull(cmd);
+    const item = `${p}.stop.command[0]`;
+    if (!cst || !cst.isFile()) add('fail', item, `${cmd} does not exist or is not a file: the stop command could not run`);
+    else if (!(cst.mode & 0o111)) add('fail', item, `${cmd} is not executable`);
+    else add('ok', item, `${cmd} is executable (it runs on the host as root, unsandboxed)`);
+  }
+}
