@@ -22,6 +22,8 @@
  *   mkdir <id> <path> <mode-octal>                      (EEXIST is success)
  *   touch <id> <path> <mode-octal>                      create an empty file (mount point)
  *   symlink <id> <target> <linkpath>
+ *   mknod <id> <source> <path> <mode-octal> <uid> <gid>  a node of the same type and device number
+ *                                                       as the host node <source>, owned by uid:gid
  *   mount <id> <source> <target> <fstype> <flags> <data>  mount(2); "~" = NULL; flags decimal
  *   umount <id> <path> <flags>                          umount2(2)
  *   setattr <id> <path> <set> <clr> <recursive 0|1>     mount_setattr(2)
@@ -54,6 +56,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
@@ -238,6 +241,22 @@ static void do_symlink(char **tok, int n) {
     reply_ok(tok[1], -1);
 }
 
+static void do_mknod(char **tok, int n) {
+    unsigned long long mode, uid, gid;
+    if (n != 7 || parse_ul(tok[4], 8, &mode) < 0 || mode > 07777 || parse_ul(tok[5], 10, &uid) < 0 ||
+        uid >= UINT32_MAX || parse_ul(tok[6], 10, &gid) < 0 || gid >= UINT32_MAX)
+        return reply_err(tok[1], EINVAL, "parse");
+    struct stat st;
+    if (stat(tok[2], &st) < 0) return reply_err(tok[1], errno, "stat");
+    if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) return reply_err(tok[1], ENODEV, "not-a-device");
+    mode_t type = S_ISCHR(st.st_mode) ? S_IFCHR : S_IFBLK;
+    if (mknod(tok[3], type | (mode_t)mode, st.st_rdev) < 0) return reply_err(tok[1], errno, "mknod");
+    /* mknod applies the umask: set the exact mode, then the owner (chown keeps these bits). */
+    if (chmod(tok[3], (mode_t)mode) < 0) return reply_err(tok[1], errno, "chmod");
+    if (lchown(tok[3], (uid_t)uid, (gid_t)gid) < 0) return reply_err(tok[1], errno, "chown");
+    reply_ok(tok[1], -1);
+}
+
 static void do_mount(char **tok, int n) {
     unsigned long long flags;
     if (n != 7 || parse_ul(tok[5], 10, &flags) < 0) return reply_err(tok[1], EINVAL, "parse");
@@ -286,6 +305,20 @@ static void do_kill(char **tok, int n) {
     reply_ok(tok[1], -1);
 }
 
+#define MAX_LISTEN 8
+/* Listeners live at fds >= LISTEN_FD_BASE in the init, above every target fd a request may name. */
+#define LISTEN_FD_BASE 512
+#define LISTEN_FD_MAX 255
+
+/* A listening unix socket handed to the service at fd `target`. */
+struct listen_req {
+    int target;
+    unsigned mode;
+    gid_t gid;
+    const char *path;
+    int fd; /* in the init; -1 = not created */
+};
+
 struct spawn_req {
     const char *name;
     const char *leaf;
@@ -294,6 +327,9 @@ struct spawn_req {
     gid_t groups[64];
     int ngroups;
     uint64_t keep_caps; /* bit mask of capabilities kept (bounding, permitted, effective, ambient) */
+    unsigned secbits;   /* securebits set before the uid switch (e.g. SECBIT_NO_SETUID_FIXUP) */
+    struct listen_req listen[MAX_LISTEN];
+    int nlisten;
     const char *tmp;    /* tmpfs size for private /tmp, NULL = none */
     const char *shm;    /* tmpfs size for private /dev/shm, NULL = none */
     const char *storage;      /* "none" | "ro" | "rw" */
@@ -394,6 +430,12 @@ static int mkdir_p(const char *path) {
 
 /* Runs in the forked child, already in its cgroup leaf (CLONE_INTO_CGROUP). Never returns. */
 static void service_child(struct spawn_req *r, int pipefd) {
+    if (r->nlisten > 0) {
+        /* Keep the failure pipe out of the way of the target fds. */
+        int moved = fcntl(pipefd, F_DUPFD_CLOEXEC, LISTEN_FD_BASE + MAX_LISTEN);
+        if (moved < 0) child_fail(pipefd, "move-pipe");
+        pipefd = moved;
+    }
     sigset_t all;
     if (sigemptyset(&all) < 0) child_fail(pipefd, "sigemptyset");
     if (sigprocmask(SIG_SETMASK, &all, NULL) < 0) child_fail(pipefd, "sigprocmask");
@@ -473,6 +515,8 @@ static void service_child(struct spawn_req *r, int pipefd) {
             child_fail(pipefd, "capbset-drop");
         }
     }
+    /* PR_SET_SECUREBITS replaces every bit (KEEP_CAPS too), so it goes before PR_SET_KEEPCAPS. */
+    if (r->secbits && prctl(PR_SET_SECUREBITS, (unsigned long)r->secbits, 0, 0, 0) < 0) child_fail(pipefd, "securebits");
     if (r->keep_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) child_fail(pipefd, "keepcaps");
     if (setresgid(r->gid, r->gid, r->gid) < 0) child_fail(pipefd, "setresgid");
     if (setresuid(r->uid, r->uid, r->uid) < 0) child_fail(pipefd, "setresuid");
@@ -501,11 +545,98 @@ static void service_child(struct spawn_req *r, int pipefd) {
         if (close(ruleset) < 0) child_fail(pipefd, "close-ruleset");
     }
     if (chdir(r->cwd ? r->cwd : "/") < 0) child_fail(pipefd, "chdir");
-    /* Every fd above stderr closes at exec, including the control socket and the cgroup fd. */
+    /* Handed-over sockets: onto their target fds (the listeners sit at >= LISTEN_FD_BASE and the
+     * failure pipe was moved there too, so no dup2 clobbers a source). */
+    for (int i = 0; i < r->nlisten; i++)
+        if (dup2(r->listen[i].fd, r->listen[i].target) < 0) child_fail(pipefd, "dup2-listen");
+    /* Every fd above stderr closes at exec, including the control socket and the cgroup fd... */
     if (syscall(VMS_NR_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) < 0)
         child_fail(pipefd, "close-range");
+    /* ...except the handed-over sockets. */
+    for (int i = 0; i < r->nlisten; i++)
+        if (fcntl(r->listen[i].target, F_SETFD, 0) < 0) child_fail(pipefd, "fcntl-listen");
     execve(r->argv[0], r->argv, r->envp);
     child_fail(pipefd, "execve");
+}
+
+/* listen=<target fd>,<mode octal>,<gid>,<path> */
+static int add_listen(struct spawn_req *r, char *v) {
+    if (r->nlisten >= MAX_LISTEN) return -1;
+    char *f[3];
+    for (int i = 0; i < 3; i++) {
+        char *c = strchr(v, ',');
+        if (!c) return -1;
+        *c = '\0';
+        f[i] = v;
+        v = c + 1;
+    }
+    unsigned long long fd, mode, gid;
+    if (parse_ul(f[0], 10, &fd) < 0 || fd < 3 || fd > LISTEN_FD_MAX || parse_ul(f[1], 8, &mode) < 0 ||
+        mode > 0777 || parse_ul(f[2], 10, &gid) < 0 || gid >= UINT32_MAX || v[0] != '/')
+        return -1;
+    for (int i = 0; i < r->nlisten; i++)
+        if (r->listen[i].target == (int)fd) return -1;
+    struct listen_req *l = &r->listen[r->nlisten++];
+    l->target = (int)fd;
+    l->mode = (unsigned)mode;
+    l->gid = (gid_t)gid;
+    l->path = v;
+    l->fd = -1;
+    return 0;
+}
+
+/* Create, own and listen on a handed-over socket. Returns the fd (>= LISTEN_FD_BASE, CLOEXEC) or
+ * -1 with errno set and *step naming what failed. A stale socket at the path is replaced; any
+ * other file there is an error. */
+static int open_listener(const struct listen_req *l, uid_t uid, const char **step) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    *step = "listen-path";
+    if (strlen(l->path) >= sizeof a.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(a.sun_path, l->path, strlen(l->path) + 1);
+    struct stat st;
+    if (lstat(l->path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            errno = EEXIST;
+            return -1;
+        }
+        *step = "listen-unlink";
+        if (unlink(l->path) < 0) return -1;
+    } else if (errno != ENOENT) {
+        return -1;
+    }
+    *step = "listen-socket";
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    /* Move it above every possible target fd, so the child's dup2()s never clobber a source. */
+    int fd = fcntl(s, F_DUPFD_CLOEXEC, LISTEN_FD_BASE);
+    int e = errno;
+    if (close(s) < 0) die("close(socket)"); /* a fresh socket with no I/O: cannot fail but EBADF */
+    errno = e;
+    if (fd < 0) return -1;
+    const char *failed = NULL;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) failed = "listen-bind";
+    else if (chmod(l->path, l->mode) < 0) failed = "listen-chmod";
+    else if (lchown(l->path, uid, l->gid) < 0) failed = "listen-chown";
+    else if (listen(fd, 16) < 0) failed = "listen";
+    if (failed) {
+        e = errno;
+        (void)close(fd);
+        errno = e;
+        *step = failed;
+        return -1;
+    }
+    return fd;
+}
+
+static void close_listeners(struct spawn_req *r) {
+    for (int i = 0; i < r->nlisten; i++) {
+        if (r->listen[i].fd < 0) continue;
+        if (close(r->listen[i].fd) < 0) die("close(listener)");
+        r->listen[i].fd = -1;
+    }
 }
 
 static int add_cap_list(struct spawn_req *r, const char *v) {
@@ -518,6 +649,7 @@ static int add_cap_list(struct spawn_req *r, const char *v) {
 /* spawn keys (each may appear once unless marked repeatable):
  *   name=<service> leaf=<cgroup leaf under fd 4> uid= gid= group=<gid>* cap=<number>*
  *   tmp=<size> shm=<size> storage=none|ro|rw storagepath=<path> keep=<path>* landlock=<abi, 0 = off>
+ *   secbits=<securebits, decimal> listen=<target fd>,<mode octal>,<gid>,<path>* (owned by uid)
  *   ro=<path>* rw=<path>* arg=<string>* env=<K=V>* cwd=<path>
  */
 static void do_spawn(char **tok, int n) {
@@ -541,6 +673,10 @@ static void do_spawn(char **tok, int n) {
             bad = r.ngroups >= 64 || parse_ul(v, 10, &u) < 0 || u >= UINT32_MAX;
             if (!bad) r.groups[r.ngroups++] = (gid_t)u;
         } else if (strcmp(kv, "cap") == 0) bad = add_cap_list(&r, v) < 0;
+        else if (strcmp(kv, "secbits") == 0) {
+            bad = parse_ul(v, 10, &u) < 0 || u > 0xff;
+            r.secbits = (unsigned)u;
+        } else if (strcmp(kv, "listen") == 0) bad = add_listen(&r, v) < 0;
         else if (strcmp(kv, "tmp") == 0) r.tmp = v;
         else if (strcmp(kv, "shm") == 0) r.shm = v;
         else if (strcmp(kv, "storage") == 0) {
@@ -588,9 +724,20 @@ static void do_spawn(char **tok, int n) {
         cgfd = openat(VMS_CGROUP_FD, r.leaf, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (cgfd < 0) return reply_err(id, errno, "open-leaf");
     }
+    for (int i = 0; i < r.nlisten; i++) {
+        const char *step;
+        r.listen[i].fd = open_listener(&r.listen[i], r.uid, &step);
+        if (r.listen[i].fd < 0) {
+            int e = errno;
+            close_listeners(&r);
+            if (cgfd >= 0 && close(cgfd) < 0) die("close(cgroup leaf)");
+            return reply_err(id, e, step);
+        }
+    }
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
         int e = errno;
+        close_listeners(&r);
         if (cgfd >= 0) close(cgfd);
         return reply_err(id, e, "pipe");
     }
@@ -606,6 +753,8 @@ static void do_spawn(char **tok, int n) {
         service_child(&r, pipefd[1]);
     }
     int clone_errno = errno;
+    /* The child holds its own copies now (or failed): the socket files stay for the clients. */
+    close_listeners(&r);
     if (cgfd >= 0 && close(cgfd) < 0) die("close(cgroup leaf)");
     if (close(pipefd[1]) < 0) die("close(pipe)");
     if (pid < 0) {
@@ -694,6 +843,7 @@ static void dispatch(char *line) {
     else if (strcmp(verb, "mkdir") == 0) do_mkdir(tok, n);
     else if (strcmp(verb, "touch") == 0) do_touch(tok, n);
     else if (strcmp(verb, "symlink") == 0) do_symlink(tok, n);
+    else if (strcmp(verb, "mknod") == 0) do_mknod(tok, n);
     else if (strcmp(verb, "mount") == 0) do_mount(tok, n);
     else if (strcmp(verb, "umount") == 0) do_umount(tok, n);
     else if (strcmp(verb, "setattr") == 0) do_setattr(tok, n);

@@ -25,6 +25,7 @@ export type MountOp =
   | { verb: 'mkdir'; path: string; mode: number }
   | { verb: 'touch'; path: string; mode: number }
   | { verb: 'symlink'; target: string; path: string }
+  | { verb: 'mknod'; source: string; path: string; mode: number; uid: number; gid: number }
   | { verb: 'mount'; source: string; target: string; fstype: string; flags: number; data: string }
   | { verb: 'umount'; path: string; flags: number }
   | { verb: 'setattr'; path: string; set: number; clr: number; recursive: boolean };
@@ -36,6 +37,8 @@ export function opArgs(op: MountOp): string[] {
       return [op.path, op.mode.toString(8)];
     case 'symlink':
       return [op.target, op.path];
+    case 'mknod':
+      return [op.source, op.path, op.mode.toString(8), String(op.uid), String(op.gid)];
     case 'mount':
       return [op.source, op.target, op.fstype, String(op.flags), op.data];
     case 'umount':
@@ -69,6 +72,25 @@ export function grantedDevices(config: VmConfig): string[] {
 }
 
 /**
+ * Who owns each granted device that is not a base device: its node in the sandbox's /dev is
+ * private to that service (its uid, mode 0600), e.g. /dev/kvm for the vmm.
+ */
+export function deviceOwners(config: VmConfig): Map<string, ServiceConfig> {
+  const owners = new Map<string, ServiceConfig>();
+  for (const s of config.services) {
+    for (const d of s.devices) {
+      if (BASE_DEVICES.includes(d)) continue;
+      const other = owners.get(d);
+      if (other && other !== s) {
+        throw new EffectError('mount', 'EINVAL', `device ${d} is granted to both ${other.name} and ${s.name}: a device node belongs to one service`);
+      }
+      owners.set(d, s);
+    }
+  }
+  return owners;
+}
+
+/**
  * The VM namespace's mount tree, built in place inside the init's (already MS_SLAVE) namespace:
  *  1. every inherited mount read-only + nosuid (one recursive mount_setattr);
  *  2. a fresh /proc for the new PID namespace; a fresh read-only sysfs (no host submounts such as
@@ -91,11 +113,19 @@ export function planMounts(config: VmConfig): MountOp[] {
     { verb: 'mkdir', path: sdev, mode: 0o755 },
     { verb: 'mount', source: 'tmpfs', target: sdev, fstype: 'tmpfs', flags: MS.NOSUID | MS.NOEXEC, data: 'mode=0755,size=64k' },
   ];
+  const owners = deviceOwners(config);
   for (const dev of grantedDevices(config)) {
     const rel = dev.slice('/dev/'.length);
     const parts = rel.split('/');
     for (let i = 1; i < parts.length; i++) ops.push({ verb: 'mkdir', path: `${sdev}/${parts.slice(0, i).join('/')}`, mode: 0o755 });
     const target = `${sdev}/${rel}`;
+    const owner = owners.get(dev);
+    if (owner) {
+      // A private node (same type and device number as the host's), owned by the one service that
+      // asked for it: no group membership on the host needed, and no other uid in the VM opens it.
+      ops.push({ verb: 'mknod', source: dev, path: target, mode: 0o600, uid: owner.uid, gid: owner.gid });
+      continue;
+    }
     ops.push(
       { verb: 'touch', path: target, mode: 0o600 },
       { verb: 'mount', source: dev, target, fstype: '', flags: MS.BIND, data: '' },
@@ -176,6 +206,35 @@ export function landlockRules(config: VmConfig, service: ServiceConfig): Landloc
   return { read: [...new Set(read)], write: [...new Set(write)] };
 }
 
+/** securebits.h bit numbers of the names config/rules.ts offers. */
+const SECUREBIT_NUMBERS: Record<string, number> = {
+  SECBIT_NOROOT: 0, SECBIT_NOROOT_LOCKED: 1, SECBIT_NO_SETUID_FIXUP: 2, SECBIT_NO_SETUID_FIXUP_LOCKED: 3,
+};
+
+export function securebitsMask(service: ServiceConfig): number {
+  let mask = 0;
+  for (const name of service.securebits ?? []) {
+    const n = name.toUpperCase().startsWith('SECBIT_') ? name.toUpperCase() : `SECBIT_${name.toUpperCase()}`;
+    const bit = SECUREBIT_NUMBERS[n];
+    if (bit === undefined) throw new EffectError('launch', 'EINVAL', `${service.name}: unknown or unsupported securebit ${name}`);
+    mask |= 1 << bit;
+  }
+  return mask;
+}
+
+/** `listen=` fields: sockets the init creates (owned by the service's uid) and hands over at fd. */
+export function listenFields(config: VmConfig, service: ServiceConfig): string[] {
+  return (service.sockets ?? []).map((sock) => {
+    checkAbsolute(`${service.name}.sockets path`, sock.path);
+    if (!sock.path.startsWith(`${config.runtimeDir}/`)) {
+      throw new EffectError('launch', 'EINVAL', `${service.name}: socket ${sock.path} is not in the runtime dir ${config.runtimeDir}`);
+    }
+    if (!Number.isInteger(sock.fd) || sock.fd < 3 || sock.fd > 255) throw new EffectError('launch', 'EINVAL', `${service.name}: socket fd ${sock.fd} not in 3..255`);
+    if (!/^0?[0-7]{3}$/.test(sock.mode)) throw new EffectError('launch', 'EINVAL', `${service.name}: socket mode ${sock.mode}`);
+    return `listen=${sock.fd},${Number.parseInt(sock.mode, 8).toString(8)},${sock.gid},${sock.path}`;
+  });
+}
+
 /** The `spawn` request fields for a service (see do_spawn in native/vmsandbox-init.c). */
 export function spawnFields(config: VmConfig, service: ServiceConfig, abi: number): string[] {
   if (!/^[A-Za-z0-9_.-]{1,60}$/.test(service.name)) {
@@ -191,6 +250,8 @@ export function spawnFields(config: VmConfig, service: ServiceConfig, abi: numbe
     `gid=${service.gid}`,
     ...service.groups.map((g) => `group=${g}`),
     ...capNumbers(service).map((c) => `cap=${c}`),
+    ...(securebitsMask(service) ? [`secbits=${securebitsMask(service)}`] : []),
+    ...listenFields(config, service),
     `storage=${service.storage}`,
     `storagepath=${checkAbsolute('storage', config.storage)}`,
     `keep=${config.runtimeDir}`,

@@ -41,10 +41,11 @@ describe('linux backend: pure parts', () => {
     expect(ops.at(-1)).toMatchObject({ verb: 'setattr', path: '/run/vmsandbox/vm1', clr: MOUNT_ATTR.RDONLY });
     expect(ops).toContainEqual(expect.objectContaining({ verb: 'mount', fstype: 'proc', target: '/proc' }));
     expect(ops).toContainEqual(expect.objectContaining({ verb: 'mkdir', path: '/tmp/dev/dri' }));
-    expect(ops).toContainEqual(expect.objectContaining({ verb: 'mount', source: '/dev/dri/renderD128', target: '/tmp/dev/dri/renderD128' }));
-    // No host device besides the base set and the granted one.
+    // A granted device is a private node owned by the service that asked for it, not a bind.
+    expect(ops).toContainEqual({ verb: 'mknod', source: '/dev/dri/renderD128', path: '/tmp/dev/dri/renderD128', mode: 0o600, uid: 62001, gid: 62001 });
+    // No host device bound besides the base set.
     const binds = ops.filter((o) => o.verb === 'mount' && o.source.startsWith('/dev/')).map((o) => (o as { source: string }).source);
-    expect(binds.sort()).toEqual(['/dev/dri/renderD128', '/dev/full', '/dev/null', '/dev/random', '/dev/tty', '/dev/urandom', '/dev/zero']);
+    expect(binds.sort()).toEqual(['/dev/full', '/dev/null', '/dev/random', '/dev/tty', '/dev/urandom', '/dev/zero']);
     expect(() => planMounts({ ...config, runtimeDir: 'relative' })).toThrow(/runtimeDir/);
   });
 
