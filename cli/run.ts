@@ -1,16 +1,25 @@
-// vmsandbox run CONFIG: the manager. Builds the VM's sandbox on this host with the Linux backend,
-// runs its services, and tears it down on SIGTERM (graceful) / second SIGTERM or SIGINT (forced) /
-// parent death. Logs one pino JSON line per state change; exits with the outcome's code
-// (docs/architecture.md).
+// vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]: the manager, s6's run script.
+// Builds the VM's sandbox on this host with the Linux backend, runs its services, reports
+// readiness, and tears everything down on SIGTERM (graceful) / second SIGTERM or SIGINT (forced) /
+// supervisor death. Logs one pino JSON line per state change; exits with the outcome's code
+// (docs/architecture.md, docs/s6.md).
 
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createActor, toPromise } from 'xstate';
-import { loadConfig } from '../config/load.js';
+import { ConfigError, loadConfig } from '../config/load.js';
+import { readyOf, vmmOf, type VmConfig } from '../config/types.js';
 import { createLinuxBackend } from '../effects/linux/index.js';
+import type { KernelEvent } from '../effects/port.js';
 import { bindEffects } from '../machines/bindBackend.js';
 import { transitionInspector } from '../machines/observe.js';
-import type { SandboxOutput } from '../machines/sandbox.js';
-import { createLogger, logTransition } from './log.js';
+import { EXIT_CODES } from '../machines/outcome.js';
+import { CLEANUP_MS, type SandboxOutput } from '../machines/sandbox.js';
+import { createLogger, logTransition, type Logger } from './log.js';
+import { describeReady, waitReady } from './ready.js';
+import { publishStatus } from './status.js';
+import { SupervisorError, watchSupervisor } from './supervisor.js';
 
 /**
  * The signal the kernel sends the manager when its parent (s6-supervise) dies. Not SIGTERM/SIGINT
@@ -18,18 +27,80 @@ import { createLogger, logTransition } from './log.js';
  */
 const PARENT_DEATH_SIGNAL = 'SIGPWR';
 
+const USAGE = 'usage: vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]\n';
+
+/** Extra time, on top of the machine's own bounds, before the manager gives up on itself. */
+const WATCHDOG_SLACK_MS = 1000;
+
+function positiveInt(text: string | undefined, min: number): number | null | undefined {
+  if (text === undefined) return undefined;
+  return /^\d+$/.test(text) && Number(text) >= min && Number(text) <= 2 ** 31 - 1 ? Number(text) : null;
+}
+
+/**
+ * Take over s6's notification fd: reopen it close-on-exec (so nothing the manager starts holds
+ * the pipe) and close the inherited descriptor. Returns the new fd.
+ */
+function adoptNotifyFd(fd: number): number {
+  const own = openSync(`/proc/self/fd/${fd}`, 'w');
+  closeSync(fd);
+  return own;
+}
+
+/** The longest a stop can take: the machine's deadlines plus its fixed cleanup bound. */
+export function stopBoundMs(config: VmConfig): number {
+  return config.timeouts.stopMs + config.timeouts.killMs + CLEANUP_MS;
+}
+
 export async function runMain(argv: string[]): Promise<number> {
-  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
-  if (positionals.length !== 1) {
-    process.stderr.write('usage: vmsandbox run CONFIG\n');
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { 'notify-fd': { type: 'string' }, 'supervisor-pid': { type: 'string' } },
+  });
+  const notifyArg = positiveInt(values['notify-fd'], 3);
+  const supervisorArg = positiveInt(values['supervisor-pid'], 1);
+  if (positionals.length !== 1 || notifyArg === null || supervisorArg === null) {
+    if (notifyArg === null) process.stderr.write('vmsandbox run: --notify-fd must be a file descriptor number ≥ 3\n');
+    if (supervisorArg === null) process.stderr.write('vmsandbox run: --supervisor-pid must be a process id\n');
+    process.stderr.write(USAGE);
     return 2;
   }
-  const config = loadConfig(positionals[0]!);
+  const file = positionals[0]!;
+  let config: VmConfig;
+  try {
+    config = loadConfig(file);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    // As a JSON line for s6-log, then the exit code that tells `vmsandbox finish` not to restart.
+    createLogger(basename(file).replace(/\.json$/, '')).error(
+      { config: file, problems: e.problems, exitCode: EXIT_CODES.configInvalid },
+      `config invalid (exit ${EXIT_CODES.configInvalid}, permanent: fix the config): ${e.problems.join('; ')}`,
+    );
+    return EXIT_CODES.configInvalid;
+  }
   const log = createLogger(config.name);
+  const started = Date.now();
+
+  let notifyFd: number | null = null;
+  if (notifyArg !== undefined) {
+    try {
+      notifyFd = adoptNotifyFd(notifyArg);
+    } catch (e) {
+      log.error({ notifyFd: notifyArg, exitCode: EXIT_CODES.configInvalid }, `--notify-fd ${notifyArg} is not open (${(e as Error).message}): check the service's notification-fd file`);
+      return EXIT_CODES.configInvalid;
+    }
+  }
   if (process.getuid?.() !== 0) {
     log.error({ reason: 'not root' }, 'vmsandbox run needs root: it creates namespaces, mounts and cgroups and drops to the services\' uids');
-    return 111;
+    return EXIT_CODES.setupFailed;
   }
+
+  // Transitions and events also go to a root-only socket in the runtime dir (vmsandbox inspect).
+  const status = await publishStatus({ config, log: (msg) => log.warn({ detail: msg }, msg) });
+
+  // PR_SET_PDEATHSIG first (in createLinuxBackend), then the pidfd: a parent that dies in between
+  // is caught by the pidfd check, one that dies after by the signal.
   const backend = createLinuxBackend(config, {
     handleSignals: true,
     parentDeathSignal: PARENT_DEATH_SIGNAL,
@@ -40,22 +111,105 @@ export async function runMain(argv: string[]): Promise<number> {
     input: { config },
     inspect: transitionInspector((r) => {
       logTransition(log, r, errors);
+      status.record(r);
       errors = r.errors;
     }),
   });
-  const sub = backend.events$.subscribe((ev) => {
-    if (ev.type === 'STOP_REQUESTED' || ev.type === 'PARENT_DIED') log.info({ event: ev }, `received ${ev.type}`);
+
+  let watchdog: NodeJS.Timeout | null = null;
+  const startWatchdog = () => {
+    if (watchdog) return;
+    const bound = stopBoundMs(config) + WATCHDOG_SLACK_MS;
+    watchdog = setTimeout(() => {
+      log.error({ boundMs: bound, exitCode: EXIT_CODES.teardownFailed }, `teardown did not end within ${bound} ms: exiting; \`vmsandbox finish\` removes what is left`);
+      process.exit(EXIT_CODES.teardownFailed);
+    }, bound);
+    watchdog.unref();
+  };
+  let parentDied = false;
+  const deliver = (ev: KernelEvent) => {
+    if (ev.type === 'PARENT_DIED') {
+      if (parentDied) return;
+      parentDied = true;
+    }
+    if (ev.type === 'STOP_REQUESTED' || ev.type === 'PARENT_DIED') {
+      log.info({ event: ev }, `received ${ev.type}${ev.type === 'STOP_REQUESTED' ? ` (${ev.signal}${ev.force ? ', forced' : ''})` : ''}`);
+      startWatchdog();
+    }
+    status.event(ev);
     actor.send(ev);
-  });
-  // SIGHUP is s6-svc -h: meaningless to a VM; say so rather than die of it.
+  };
+  const sub = backend.events$.subscribe(deliver);
+
+  let supervisor;
+  try {
+    supervisor = watchSupervisor({
+      pid: supervisorArg,
+      onDeath: (why) => {
+        log.warn({ supervisor: why }, why);
+        deliver({ type: 'PARENT_DIED' });
+      },
+    });
+  } catch (e) {
+    if (!(e instanceof SupervisorError)) throw e;
+    sub.unsubscribe();
+    backend.dispose();
+    log.error({ exitCode: EXIT_CODES.configInvalid }, e.message);
+    await status.close();
+    return EXIT_CODES.configInvalid;
+  }
+  log.info({ supervisor: { pid: supervisor.pid, comm: supervisor.comm, source: supervisor.source }, notifyFd: notifyArg ?? null }, `supervisor: ${supervisor.comm} (pid ${supervisor.pid})`);
+
+  // SIGHUP is s6-svc -h: meaningless to a VM; say so rather than die of it. SIGCONT follows every
+  // SIGTERM of s6-svc -d: nothing to do.
   const onHup = () => log.info({ signal: 'SIGHUP' }, 'SIGHUP ignored');
+  const onCont = () => undefined;
   process.on('SIGHUP', onHup);
+  process.on('SIGCONT', onCont);
+
+  // Readiness: once the machine is running, probe the vmm's condition; while it holds, tell s6.
+  const readyProbe = new AbortController();
+  let probing = false;
+  const ready = readyOf(vmmOf(config));
+  const snapSub = actor.subscribe((snap) => {
+    if (!probing && snap.matches('running')) {
+      probing = true;
+      void waitReady(ready, readyProbe.signal).then((ok) => {
+        if (!ok || !actor.getSnapshot().matches('running')) return;
+        signalReady(log, notifyFd, ready, Date.now() - started);
+        notifyFd = null;
+      });
+    } else if (probing && !snap.matches('running')) {
+      readyProbe.abort();
+    }
+  });
+
   actor.start();
   const output = (await toPromise(actor)) as SandboxOutput;
+  await status.close();
+  readyProbe.abort();
+  snapSub.unsubscribe();
   sub.unsubscribe();
+  supervisor.stop();
   backend.dispose();
+  if (watchdog) clearTimeout(watchdog);
   process.off('SIGHUP', onHup);
+  process.off('SIGCONT', onCont);
+  if (notifyFd !== null) closeSync(notifyFd);
   const level = output.exitCode === 0 ? 'info' : 'error';
   log[level]({ outcome: output.outcome, exitCode: output.exitCode, errors: output.errors }, `exit ${output.exitCode}: ${output.outcome}${output.errors.length ? `: ${output.errors[0]}` : ''}`);
   return output.exitCode;
+}
+
+/** Write s6's readiness newline (exactly once, then close the fd) and log the "ready" record. */
+function signalReady(log: Logger, fd: number | null, ready: ReturnType<typeof readyOf>, ms: number): void {
+  if (fd !== null) {
+    try {
+      writeSync(fd, '\n');
+    } catch (e) {
+      log.warn({ detail: (e as Error).message }, `could not notify readiness: ${(e as Error).message}`);
+    }
+    closeSync(fd);
+  }
+  log.info({ event: 'ready', condition: describeReady(ready), ms, notified: fd !== null }, `ready: ${describeReady(ready)}, ${ms} ms after start${fd !== null ? '; s6 notified' : ''}`);
 }

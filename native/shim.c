@@ -52,6 +52,10 @@ static void init_child(const char *path, int ctl, int cgdir, int errw) {
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devnull < 0) { step = "open-devnull"; goto fail; }
     if (dup2(devnull, 0) < 0) { step = "dup2-stdin"; goto fail; }
+    /* Node marks its stdout/stderr close-on-exec: clear that, so the init and the services write
+     * to the manager's stdout/stderr (s6-log) as documented. */
+    for (int fd = 1; fd <= 2; fd++)
+        if (fcntl(fd, F_SETFD, 0) < 0 && errno != EBADF) { step = "stdio-cloexec"; goto fail; }
     if (dup2(c, VMS_CONTROL_FD) < 0) { step = "dup2-control"; goto fail; }
     if (g >= 0 && dup2(g, VMS_CGROUP_FD) < 0) { step = "dup2-cgroup"; goto fail; }
     if (g < 0) close(VMS_CGROUP_FD); /* EBADF is fine: there must be nothing at fd 4 */

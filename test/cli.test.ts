@@ -16,7 +16,7 @@ describe('vmsandbox CLI', () => {
   it('help lists every command; no command is a usage error', () => {
     const help = vmsandbox('--help');
     expect(help.code).toBe(0);
-    for (const c of ['demo', 'check', 'schema', 'sim', 'graph']) expect(help.out).toContain(`vmsandbox ${c}`);
+    for (const c of ['demo', 'run', 'finish', 'check', 'schema', 'sim', 'graph']) expect(help.out).toContain(`vmsandbox ${c}`);
     expect(vmsandbox().code).toBe(2);
     const bad = vmsandbox('frobnicate');
     expect(bad.code).toBe(2);
@@ -70,8 +70,9 @@ describe('vmsandbox CLI', () => {
     expect(bad.err).toContain('--format');
   });
 
-  it('demo logs one JSON line per state change, each with the VM name, and ends stopped', () => {
-    const r = vmsandbox('demo');
+  it('demo --sim logs one JSON line per state change, each with the VM name, and ends stopped', () => {
+    // The real demo (under s6, as root) is tested in test/s6; --sim is the simulator fallback.
+    const r = vmsandbox('demo', '--sim');
     expect(r.code).toBe(0);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.every((l) => l.vm === 'demo')).toBe(true);

@@ -63,6 +63,9 @@ function bind(lib: string) {
     vms_close: { library: 'vmsandbox', retType: I64, paramsType: [I64] },
     vms_clone_init: { library: 'vmsandbox', retType: I64, paramsType: [DataType.String, I64, I64, I64] },
     vms_waitid_pidfd: { library: 'vmsandbox', retType: I64, paramsType: [I64, I64] },
+    // struct pollfd { int fd; short events; short revents; } passed as two int32s (events in the
+    // low half of the second); the return value (fds with revents != 0) is all we read back.
+    poll: { library: 'libc', retType: I64, paramsType: [DataType.I32Array, I64, I64], errno: true },
   });
 }
 
@@ -144,4 +147,19 @@ export function landlockAbi(): number {
   } catch {
     return 0;
   }
+}
+
+export const POLLIN = 0x001;
+
+/**
+ * poll(fd, POLLIN, 0): true when fd is readable (or hung up / in error) right now. On a pidfd,
+ * readable means the process has exited.
+ */
+export function pollReadable(fd: number): boolean {
+  const r = lib().poll([[fd, POLLIN], 1, 0]);
+  if (r.value < 0) {
+    if (errnoName(r.errnoCode) === 'EINTR') return false;
+    throw new EffectError('poll', errnoName(r.errnoCode), `poll(${fd}) failed`);
+  }
+  return r.value > 0;
 }
