@@ -1,7 +1,8 @@
-// vmsandbox graph --format mermaid|dot|json: print the sandbox machine.
+// vmsandbox graph --format mermaid|dot|json|svg: print the sandbox machine.
 
 import { parseArgs } from 'node:util';
 import { machineGraph, toDot, toMermaid } from '../machines/graph.js';
+import { toSvg } from '../machines/graphSvg.js';
 import { sandboxMachine } from '../machines/sandbox.js';
 
 export async function graphMain(argv: string[]): Promise<number> {
@@ -14,11 +15,14 @@ export async function graphMain(argv: string[]): Promise<number> {
     case 'dot':
       process.stdout.write(toDot(g));
       return 0;
+    case 'svg':
+      process.stdout.write(await toSvg(g));
+      return 0;
     case 'json':
       process.stdout.write(JSON.stringify(g, null, 2) + '\n');
       return 0;
     default:
-      process.stderr.write(`--format: unknown format "${values.format}"; use mermaid, dot or json\n`);
+      process.stderr.write(`--format: unknown format "${values.format}"; use mermaid, dot, json or svg\n`);
       return 2;
   }
 }

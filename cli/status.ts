@@ -1,0 +1,262 @@
+// The manager's status socket: <runtimeDir>/status.sock, mode 0600, owned by the manager (root).
+// Services run under their own non-root uids without CAP_DAC_OVERRIDE, so they cannot connect
+// (connect(2) on a unix socket needs write permission on it), though Landlock lets them read the
+// runtime dir. Protocol: machines/status.ts. Also the reading side: finding every sandbox's socket
+// under the runtime roots and following it (vmsandbox inspect).
+
+import { readFileSync, statSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { VmConfig } from '../config/types.js';
+import type { KernelEvent } from '../effects/port.js';
+import { findCgroup2Mount } from '../effects/linux/cgroup.js';
+import { machineGraph, type MachineGraph } from '../machines/graph.js';
+import type { TransitionRecord } from '../machines/observe.js';
+import { sandboxMachine } from '../machines/sandbox.js';
+import {
+  configSummary,
+  encodeMessage,
+  lineDecoder,
+  serviceStatuses,
+  STATUS_PROTOCOL,
+  STATUS_SOCKET,
+  statusRecord,
+  type EventMessage,
+  type HelloMessage,
+  type ServiceStatus,
+  type StatusMessage,
+  type StatusRecord,
+} from '../machines/status.js';
+
+export const DEFAULT_RUNTIME_ROOTS = ['/run/vmsandbox', '/run/vmsandbox-test'];
+
+export interface PublishOptions {
+  config: VmConfig;
+  /** Default: <config.runtimeDir>/status.sock. */
+  path?: string;
+  graph?: MachineGraph;
+  /** The cgroup2 mount to read counters under; default: found in /proc/self/mountinfo; null: none. */
+  cgroupRoot?: string | null;
+  /** How often connected clients get fresh cgroup counters (ms); 0 turns sampling off. */
+  sampleMs?: number;
+  /** Where problems go (the socket is a convenience: a failure never stops the manager). */
+  log?: (msg: string) => void;
+  now?: () => Date;
+}
+
+export interface StatusPublisher {
+  /** The socket's path, or null if it could not be created. */
+  readonly path: string | null;
+  /** Publish one transition; `at` is ms since the start (default: wall time since publishStatus). */
+  record(r: TransitionRecord, at?: number): void;
+  /** Publish a kernel event the manager received. */
+  event(ev: KernelEvent, at?: number): void;
+  /** Say bye, disconnect every client, remove the socket. */
+  close(): Promise<void>;
+  readonly clients: number;
+}
+
+/** Bound on what one slow client may have queued before it is dropped. */
+const MAX_QUEUED = 4 << 20;
+const MAX_HISTORY = 10_000;
+
+function readCounter(path: string): number | undefined {
+  try {
+    const v = Number(readFileSync(path, 'utf8').trim());
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function detectCgroupRoot(): string | null {
+  try {
+    return findCgroup2Mount();
+  } catch {
+    return null;
+  }
+}
+
+export async function publishStatus(opts: PublishOptions): Promise<StatusPublisher> {
+  const { config } = opts;
+  const log = opts.log ?? (() => undefined);
+  const now = opts.now ?? (() => new Date());
+  const graph = opts.graph ?? machineGraph(sandboxMachine);
+  const cgroupRoot = opts.cgroupRoot === undefined ? detectCgroupRoot() : opts.cgroupRoot;
+  const started = now();
+  const history: StatusRecord[] = [];
+  const events: EventMessage[] = [];
+  const clients = new Set<Socket>();
+  let pids: Record<string, number> = {};
+  let lastSample = '';
+  let closed = false;
+
+  const services = (): ServiceStatus[] =>
+    serviceStatuses(config, pids).map((s) => {
+      if (!cgroupRoot || !s.cgroup) return s;
+      const leaf = join(cgroupRoot, s.cgroup);
+      const memoryCurrent = readCounter(join(leaf, 'memory.current'));
+      const pidsCurrent = readCounter(join(leaf, 'pids.current'));
+      return { ...s, ...(memoryCurrent !== undefined && { memoryCurrent }), ...(pidsCurrent !== undefined && { pidsCurrent }) };
+    });
+  const send = (sock: Socket, m: StatusMessage) => {
+    if (sock.destroyed) return;
+    if (sock.writableLength > MAX_QUEUED) {
+      log(`status: dropping a client that does not read (${sock.writableLength} bytes queued)`);
+      sock.destroy();
+      return;
+    }
+    sock.write(encodeMessage(m));
+  };
+  const broadcast = (m: StatusMessage) => {
+    for (const c of clients) send(c, m);
+  };
+  const since = () => now().getTime() - started.getTime();
+
+  const server: Server = createServer((sock) => {
+    if (closed) {
+      sock.destroy();
+      return;
+    }
+    clients.add(sock);
+    sock.on('error', () => undefined);
+    sock.on('close', () => clients.delete(sock));
+    sock.resume(); // read-only: whatever a client sends is discarded
+    const hello: HelloMessage = {
+      type: 'hello',
+      protocol: STATUS_PROTOCOL,
+      vm: config.name,
+      pid: process.pid,
+      startedAt: started.toISOString(),
+      config: configSummary(config),
+      graph,
+      history,
+      events,
+    };
+    send(sock, hello);
+  });
+  server.on('error', (e) => log(`status: ${e.message}`));
+
+  const path = opts.path ?? join(config.runtimeDir, STATUS_SOCKET);
+  let ino: number | null = null;
+  try {
+    await mkdir(join(path, '..'), { recursive: true, mode: 0o755 });
+    // Bind in a private (0700) directory, make the socket 0600, then move it into place: there is
+    // no moment at which the socket exists at its public path with a wider mode.
+    const tmp = await mkdtemp(join(path, '..', '.status-'));
+    const tmpPath = join(tmp, 's');
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(tmpPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(tmpPath, 0o600);
+    await rename(tmpPath, path); // replaces a stale socket of a manager that was SIGKILLed
+    await rmdir(tmp);
+    ino = (await stat(path)).ino;
+  } catch (e) {
+    log(`status: cannot publish on ${path}: ${(e as Error).message}`);
+    server.close();
+  }
+
+  const timer =
+    (opts.sampleMs ?? 2000) > 0 && ino !== null && cgroupRoot
+      ? setInterval(() => {
+          if (!clients.size || !Object.keys(pids).length) return;
+          const s = services();
+          const key = JSON.stringify(s);
+          if (key === lastSample) return;
+          lastSample = key;
+          broadcast({ type: 'services', time: now().toISOString(), services: s });
+        }, opts.sampleMs ?? 2000)
+      : null;
+  timer?.unref();
+
+  return {
+    path: ino === null ? null : path,
+    get clients() {
+      return clients.size;
+    },
+    record(r, at) {
+      if (closed) return;
+      pids = r.services;
+      const prev = history[history.length - 1];
+      const s = services();
+      lastSample = JSON.stringify(s);
+      const rec = statusRecord(r, { seq: history.length, time: now(), at: at ?? since(), prevErrors: prev?.errors ?? 0, services: s });
+      if (history.length >= MAX_HISTORY) history.splice(1, 1); // keep the first (start) record
+      history.push(rec);
+      broadcast({ type: 'record', ...rec });
+    },
+    event(ev, at) {
+      if (closed) return;
+      const m: EventMessage = { type: 'event', time: now().toISOString(), at: at ?? since(), event: { ...ev } };
+      if (events.length >= MAX_HISTORY) events.shift();
+      events.push(m);
+      broadcast(m);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (timer) clearInterval(timer);
+      broadcast({ type: 'bye', time: now().toISOString() });
+      const ended = [...clients].map((c) => new Promise<void>((resolve) => {
+        c.once('close', () => resolve());
+        c.end();
+        setTimeout(() => c.destroy(), 500).unref();
+      }));
+      await Promise.all(ended);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (ino !== null) {
+        // Only our own socket: a newer manager may have replaced it.
+        try {
+          if (statSync(path).ino === ino) await unlink(path);
+        } catch {
+          /* already gone (cleanup removes the runtime dir) */
+        }
+      }
+    },
+  };
+}
+
+// ---- the reading side ----
+
+/** Every <root>/<vm>/status.sock that exists and is a socket. */
+export async function findStatusSockets(roots: string[]): Promise<string[]> {
+  const found: string[] = [];
+  for (const root of roots) {
+    let entries: string[];
+    try {
+      entries = await readdir(root);
+    } catch {
+      continue;
+    }
+    for (const e of entries.sort()) {
+      const p = join(root, e, STATUS_SOCKET);
+      try {
+        if ((await stat(p)).isSocket()) found.push(p);
+      } catch {
+        /* not a sandbox's runtime dir */
+      }
+    }
+  }
+  return found;
+}
+
+export interface StatusClient {
+  close(): void;
+  readonly closed: Promise<void>;
+}
+
+/** Follow one status socket: every message to onMessage; closed resolves when the connection ends. */
+export function followStatus(path: string, onMessage: (m: StatusMessage) => void, onError: (e: Error) => void = () => undefined): StatusClient {
+  const sock = connect(path);
+  const decode = lineDecoder(onMessage, (line, e) => onError(new Error(`${path}: bad line (${e.message}): ${line.slice(0, 80)}`)));
+  sock.on('data', decode);
+  sock.on('error', onError);
+  const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+  return { close: () => sock.destroy(), closed };
+}

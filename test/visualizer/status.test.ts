@@ -1,0 +1,204 @@
+// The status socket: hello with the history so far, live records to every client, clients that
+// leave, cgroup counters, the socket's mode, and its removal on close.
+
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { findStatusSockets, followStatus, publishStatus, type StatusPublisher } from '../../cli/status.js';
+import type { TransitionRecord } from '../../machines/observe.js';
+import type { HelloMessage, StatusMessage } from '../../machines/status.js';
+import { demoConfig, tempRoot } from './helpers.js';
+
+const rec = (state: string, over: Partial<TransitionRecord> = {}): TransitionRecord => ({
+  state,
+  event: 'xstate.init',
+  reason: null,
+  outcome: null,
+  errors: 0,
+  services: {},
+  ...over,
+});
+
+interface Client {
+  messages: StatusMessage[];
+  waitFor(n: number): Promise<StatusMessage[]>;
+  close(): void;
+  closed: Promise<void>;
+}
+
+function client(path: string): Client {
+  const messages: StatusMessage[] = [];
+  let wake: (() => void) | null = null;
+  const c = followStatus(path, (m) => {
+    messages.push(m);
+    wake?.();
+  });
+  return {
+    messages,
+    close: c.close,
+    closed: c.closed,
+    async waitFor(n) {
+      const deadline = Date.now() + 3000;
+      while (messages.length < n) {
+        if (Date.now() > deadline) throw new Error(`got ${messages.length} messages, wanted ${n}: ${JSON.stringify(messages)}`);
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, 50);
+        });
+      }
+      return messages;
+    },
+  };
+}
+
+const until = async (cond: () => boolean) => {
+  for (let i = 0; i < 100 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
+  expect(cond()).toBe(true);
+};
+
+let pub: StatusPublisher | null = null;
+afterEach(async () => {
+  await pub?.close();
+  pub = null;
+});
+
+describe('status socket', () => {
+  it('greets with the config, the graph and the history, then streams records to every client', async () => {
+    const root = tempRoot();
+    const config = demoConfig(root);
+    pub = await publishStatus({ config, cgroupRoot: null });
+    expect(pub.path).toBe(join(config.runtimeDir, 'status.sock'));
+    expect(await findStatusSockets([root, join(root, 'missing')])).toEqual([pub.path]);
+    pub.record(rec('setup.setupNamespaces'), 0);
+    pub.record(rec('setup.mount', { event: 'xstate.done.actor.createNamespaces' }), 1);
+
+    const a = client(pub.path!);
+    const [hello] = await a.waitFor(1);
+    expect(hello!.type).toBe('hello');
+    const h = hello as HelloMessage;
+    expect(h.vm).toBe('demo');
+    expect(h.pid).toBe(process.pid);
+    expect(h.config.services.map((s) => s.name)).toEqual(['virtiofsd', 'vmm']);
+    expect(h.graph.nodes.map((n) => n.id)).toContain('gracefulStop.vmm');
+    expect(h.history.map((r) => [r.seq, r.state, r.label, r.at])).toEqual([
+      [0, 'setup.setupNamespaces', 'xstate.init', 0],
+      [1, 'setup.mount', 'done: createNamespaces', 1],
+    ]);
+
+    const b = client(pub.path!);
+    await b.waitFor(1);
+    await until(() => pub!.clients === 2);
+    pub.record(rec('running', { services: { virtiofsd: 301, vmm: 302 } }), 10);
+    pub.event({ type: 'STOP_REQUESTED', signal: 'SIGTERM', force: false }, 20);
+    for (const c of [a, b]) {
+      const ms = await c.waitFor(3);
+      expect(ms[1]).toMatchObject({ type: 'record', seq: 2, state: 'running', at: 10 });
+      expect((ms[1] as { services: unknown[] }).services).toEqual([
+        { name: 'virtiofsd', pid: 301, uid: 62001, gid: 62001, vmm: false, cgroup: 'vmsandbox/demo/svc-virtiofsd' },
+        { name: 'vmm', pid: 302, uid: 62002, gid: 62002, vmm: true, cgroup: 'vmsandbox/demo/svc-vmm' },
+      ]);
+      expect(ms[2]).toMatchObject({ type: 'event', at: 20, event: { type: 'STOP_REQUESTED', signal: 'SIGTERM' } });
+    }
+
+    // a client that leaves does not disturb the others
+    a.close();
+    await until(() => pub!.clients === 1);
+    pub.record(rec('timeoutKill', { event: 'xstate.error.actor.requestStop', reason: 'stop failed', errors: 1 }), 30);
+    const ms = await b.waitFor(4);
+    expect(ms[3]).toMatchObject({ type: 'record', state: 'timeoutKill', failure: true, reason: 'stop failed' });
+
+    // a late client gets everything so far in its hello
+    const c = client(pub.path!);
+    const [h2] = await c.waitFor(1);
+    expect((h2 as HelloMessage).history.map((r) => r.state)).toEqual(['setup.setupNamespaces', 'setup.mount', 'running', 'timeoutKill']);
+    expect((h2 as HelloMessage).events.map((e) => e.event.type)).toEqual(['STOP_REQUESTED']);
+
+    // close: bye to everyone, connections end, socket removed
+    const path = pub.path!;
+    await pub.close();
+    pub = null;
+    await Promise.all([b.closed, c.closed]);
+    expect(b.messages[b.messages.length - 1]!.type).toBe('bye');
+    expect(existsSync(path)).toBe(false);
+    expect(await findStatusSockets([root])).toEqual([]);
+  });
+
+  it('is a 0600 socket, and nothing else is left in the runtime dir', async () => {
+    const root = tempRoot();
+    const config = demoConfig(root);
+    pub = await publishStatus({ config, cgroupRoot: null });
+    const st = statSync(pub.path!);
+    expect(st.isSocket()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(st.uid).toBe(process.getuid!());
+    const { readdirSync } = await import('node:fs');
+    expect(readdirSync(config.runtimeDir)).toEqual(['status.sock']);
+  });
+
+  it('reads memory.current and pids.current of each service leaf when they exist', async () => {
+    const root = tempRoot();
+    const config = demoConfig(root);
+    const cg = join(root, 'cgroup');
+    mkdirSync(join(cg, 'vmsandbox/demo/svc-vmm'), { recursive: true });
+    writeFileSync(join(cg, 'vmsandbox/demo/svc-vmm/memory.current'), '1048576\n');
+    writeFileSync(join(cg, 'vmsandbox/demo/svc-vmm/pids.current'), '7\n');
+    pub = await publishStatus({ config, cgroupRoot: cg, sampleMs: 50 });
+    pub.record(rec('running', { services: { virtiofsd: 301, vmm: 302 } }), 10);
+    const a = client(pub.path!);
+    const [hello] = await a.waitFor(1);
+    const services = (hello as HelloMessage).history[0]!.services;
+    expect(services.find((s) => s.name === 'vmm')).toMatchObject({ memoryCurrent: 1048576, pidsCurrent: 7 });
+    expect(services.find((s) => s.name === 'virtiofsd')).not.toHaveProperty('memoryCurrent');
+    // a changed counter is sampled to connected clients
+    writeFileSync(join(cg, 'vmsandbox/demo/svc-vmm/pids.current'), '9\n');
+    const ms = await a.waitFor(2);
+    expect(ms[1]).toMatchObject({ type: 'services' });
+    expect((ms[1] as { services: { pidsCurrent?: number }[] }).services[1]!.pidsCurrent).toBe(9);
+  });
+
+  it('replaces a stale socket left by a killed manager, and a failure to publish never throws', async () => {
+    const root = tempRoot();
+    const config = demoConfig(root);
+    const first = await publishStatus({ config, cgroupRoot: null });
+    const second = await publishStatus({ config, cgroupRoot: null });
+    const a = client(second.path!);
+    expect((await a.waitFor(1))[0]!.type).toBe('hello');
+    await first.close(); // the older one must not remove the newer one's socket
+    expect(existsSync(second.path!)).toBe(true);
+    await second.close();
+    writeFileSync(join(root, 'file'), '');
+    const logs: string[] = [];
+    const broken = await publishStatus({ config: { ...config, runtimeDir: join(root, 'file', 'x') }, cgroupRoot: null, log: (m) => logs.push(m) });
+    expect(broken.path).toBeNull();
+    expect(logs[0]).toMatch(/cannot publish/);
+    broken.record(rec('running'));
+    await broken.close();
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('refuses a non-root uid (a service) while root connects', async () => {
+    const root = tempRoot();
+    chmodSync(root, 0o755); // only the socket's own mode may stand in the way
+    const config = demoConfig(root);
+    pub = await publishStatus({ config, cgroupRoot: null });
+    const script = `const s=require('net').connect(${JSON.stringify(pub.path)});s.on('connect',()=>{console.log('connected');process.exit(0)});s.on('error',(e)=>{console.log(e.code);process.exit(0)})`;
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-e', script], { uid: 62001, gid: 62001, stdio: ['ignore', 'pipe', 'inherit'] });
+      let o = '';
+      child.stdout.on('data', (d: Buffer) => (o += d.toString()));
+      child.on('error', reject);
+      child.on('exit', () => resolve(o.trim()));
+    });
+    expect(out).toBe('EACCES');
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(pub!.path!);
+      s.on('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    expect(ok).toBe(true);
+  });
+});
