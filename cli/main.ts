@@ -5,8 +5,9 @@ import { ConfigError } from '../config/load.js';
 const HELP = `vmsandbox — per-VM sandbox manager for VM host daemons (s6-supervised)
 
 usage:
-  vmsandbox demo [--sim]                 the demo config under a real s6 supervision tree (root + s6),
-                                         else (or with --sim) its lifecycle in the simulator
+  vmsandbox demo [--sim | --stand-in]    the demo VM under a real s6 supervision tree (root + s6): the
+                                         real guest under QEMU when installed, else (or with --stand-in)
+                                         a QMP stand-in vmm; without root/s6 (or with --sim) the simulator
   vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]
                                          build the VM's sandbox, run its services (root): s6's run script;
                                          readiness on fd N; SIGTERM stops, SIGINT or a second SIGTERM forces
