@@ -1,10 +1,10 @@
 // `vmsandbox run CONFIG` as s6 would run it: the compiled command, a real sandbox, SIGTERM to stop.
 
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CGROUP_PARENT, ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason, SYSTEM_READ, type TestVm } from './helpers.js';
+import { ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason, writeRunConfig, type TestVm } from './helpers.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/run skipped: ${skip}`);
@@ -17,20 +17,7 @@ interface Manager {
 }
 
 function startManager(vm: TestVm, vmmArgv: string[], timeouts = { stopMs: 3000, killMs: 2000 }): Manager {
-  const raw = {
-    name: vm.name,
-    storage: vm.storage,
-    runtimeDir: vm.runtimeDir,
-    timeouts,
-    cgroup: { parent: CGROUP_PARENT },
-    landlock: { minAbi: 1 },
-    services: [
-      { name: 'helper', argv: ['/bin/sleep', '1000'], uid: 62001, gid: 62001, tmp: true, landlock: { read: SYSTEM_READ, write: [] } },
-      { name: 'vmm', vmm: true, argv: vmmArgv, uid: 62002, gid: 62002, env: { PATH: '/usr/bin:/bin' }, landlock: { read: SYSTEM_READ, write: [] } },
-    ],
-  };
-  const file = join(vm.scratch, 'vm.json');
-  writeFileSync(file, JSON.stringify(raw));
+  const { file } = writeRunConfig(vm, vmmArgv, timeouts);
   const child = spawn(join(repoRoot, 'bin', 'vmsandbox'), ['run', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, unknown>[] = [];
   const waiters: (() => void)[] = [];
