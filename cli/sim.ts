@@ -4,9 +4,10 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import type { VmConfig } from '../config/types.js';
 import { simulateParallel } from '../sim/parallel.js';
+import { runSeed } from '../sim/bulk.js';
 import { simulate } from '../sim/run.js';
 
-const USAGE = 'usage: vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--trace] [--config FILE]';
+const USAGE = 'usage: vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--trace] [--config FILE] [--engine lean|xstate]';
 
 function wholeNumber(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -26,6 +27,7 @@ export async function simMain(argv: string[]): Promise<number> {
       trace: { type: 'boolean', default: false },
       config: { type: 'string' },
       jobs: { type: 'string' },
+      engine: { type: 'string' },
     },
   });
   let seed: number;
@@ -47,11 +49,18 @@ export async function simMain(argv: string[]): Promise<number> {
     process.stderr.write(`--trace prints one run: use it with --seed N and without --runs\n${USAGE}\n`);
     return 2;
   }
+  // Bulk runs default to the lean engine (checked against XState, sim/bulk.ts); a traced replay
+  // defaults to XState itself, the interpreter production runs.
+  const engine = values.engine ?? (values.trace ? 'xstate' : 'lean');
+  if (engine !== 'lean' && engine !== 'xstate') {
+    process.stderr.write(`--engine: must be lean or xstate (got "${engine}")\n${USAGE}\n`);
+    return 2;
+  }
   const config: VmConfig | undefined = values.config ? loadConfig(values.config) : undefined;
   const replay = (s: number) => `vmsandbox sim --seed ${s} --trace${values.config ? ` --config ${values.config}` : ''}`;
 
   if (jobs > 1) {
-    const r = await simulateParallel(seed, runs, jobs, config);
+    const r = await simulateParallel(seed, runs, jobs, config, engine);
     for (const f of r.failures) process.stdout.write(`FAIL seed ${f.seed}: ${f.violations.join('; ')}\n  replay: ${replay(f.seed)}\n`);
     process.stdout.write(`${r.passed} passed, ${r.failures.length} failed\n`);
     return r.failures.length ? 1 : 0;
@@ -60,7 +69,7 @@ export async function simMain(argv: string[]): Promise<number> {
   let passed = 0;
   let failed = 0;
   for (let s = seed; s < seed + runs; s++) {
-    const r = await simulate(s, { config, trace: values.trace });
+    const r = values.trace ? await simulate(s, { config, trace: true, engine }) : await runSeed(s, { config, engine });
     if (r.ok) passed++;
     else failed++;
     if (values.trace) {

@@ -11,7 +11,8 @@ import { EffectError } from '../effects/port.js';
 import type { VirtualClock } from './clock.js';
 import type { FaultPlan, Op } from './faults.js';
 import type { Pidfd, Proc, SimKernel } from './kernel.js';
-import { KernelError } from './kernel.js';
+import { KernelError, kernelError } from './kernel.js';
+import { withoutStack } from './errors.js';
 import { Prng } from './prng.js';
 
 const CLEANUP_RETRIES = 5;
@@ -102,11 +103,11 @@ export function createSimBackend(
           const act = () => {
             signal.removeEventListener('abort', onAbort);
             if (plan.fail && plan.fail.op === op && plan.fail.call === call) {
-              return reject(new EffectError(op, plan.fail.errno, `injected by the fault plan (call ${call})`));
+              return reject(effectError(op, plan.fail.errno, `injected by the fault plan (call ${call})`));
             }
             Promise.resolve()
               .then(body)
-              .then(resolve, (e: unknown) => reject(e instanceof KernelError ? new EffectError(op, e.errno, e.message) : e));
+              .then(resolve, (e: unknown) => reject(e instanceof KernelError ? effectError(op, e.errno, e.message) : e));
           };
           // Teardown acts at once; its planned delay is spent waiting for the kernel instead.
           const delay = op === 'killAll' || op === 'cleanup' ? 0 : (plan.delays[op] ?? 0);
@@ -171,7 +172,7 @@ export function createSimBackend(
         const degraded: string[] = [];
         if (abi < config.landlock.minAbi) {
           if (!config.landlock.allowDegraded) {
-            throw new EffectError('prepareLandlock', 'EOPNOTSUPP',
+            throw effectError('prepareLandlock', 'EOPNOTSUPP',
               `kernel Landlock ABI ${abi} is below landlock.minAbi ${config.landlock.minAbi}; ` +
               `upgrade the kernel or set landlock.allowDegraded to run with less protection`);
           }
@@ -197,7 +198,7 @@ export function createSimBackend(
         for (const key of limits.flatMap((l) => Object.keys(l))) {
           const controller = key.split('.')[0]!;
           if (!kernel.controllers.has(controller) && !config.cgroup.limitsOptional) {
-            throw new EffectError('createCgroups', 'ENOENT',
+            throw effectError('createCgroups', 'ENOENT',
               `${key}: the ${controller} controller is not available in this cgroup2 hierarchy; ` +
               `enable it or set cgroup.limitsOptional`);
           }
@@ -212,7 +213,7 @@ export function createSimBackend(
         const parent = requireInit('launch');
         const domain = vm.domains.get(service.name) ?? null;
         if (domain === null && !landlockReport?.degraded.includes('filesystem rules')) {
-          throw new EffectError('launch', 'EINVAL', `no Landlock ruleset prepared for ${service.name}`);
+          throw effectError('launch', 'EINVAL', `no Landlock ruleset prepared for ${service.name}`);
         }
         let proc: Proc | null = null;
         // clone3(CLONE_INTO_CGROUP) then, in the child: own mount ns, uid drop, no_new_privs,
@@ -274,7 +275,7 @@ export function createSimBackend(
             try {
               if (path === cgroupRoot && busyLeft > 0) {
                 busyLeft--;
-                throw new KernelError('EBUSY', `rmdir ${path}`);
+                throw kernelError('EBUSY', `rmdir ${path}`);
               }
               kernel.rmdirCgroup(path);
               break;
@@ -290,7 +291,7 @@ export function createSimBackend(
   };
 
   function requireInit(op: Op): Proc {
-    if (!init?.proc.alive) throw new EffectError(op, 'ESRCH', 'the sandbox init is not running');
+    if (!init?.proc.alive) throw effectError(op, 'ESRCH', 'the sandbox init is not running');
     return init.proc;
   }
 
@@ -315,8 +316,12 @@ export function createSimBackend(
   };
 }
 
+function effectError(op: Op, errno: string, message: string): EffectError {
+  return withoutStack(() => new EffectError(op, errno, message));
+}
+
 function aborted(op: Op): EffectError {
-  return new EffectError(op, 'ECANCELED', 'aborted by the machine');
+  return effectError(op, 'ECANCELED', 'aborted by the machine');
 }
 
 /**

@@ -9,6 +9,7 @@
 // - rmdir of a populated cgroup fails with EBUSY; cgroup.kill kills a whole subtree.
 
 import type { VirtualClock } from './clock.js';
+import { withoutStack } from './errors.js';
 
 export interface ExecRecord {
   at: number;
@@ -79,6 +80,10 @@ export class KernelError extends Error {
   }
 }
 
+export function kernelError(errno: string, message: string): KernelError {
+  return withoutStack(() => new KernelError(errno, message));
+}
+
 export class SimKernel {
   readonly procs = new Map<number, Proc>();
   readonly cgroups = new Map<string, Set<number>>();
@@ -118,10 +123,19 @@ export class SimKernel {
     p: Omit<Proc, 'pid' | 'gen' | 'alive' | 'exec' | 'onSignal'> & { onSignal?: (sig: string) => void; pid?: number },
   ): Proc {
     const pid = p.pid !== undefined && !this.procs.has(p.pid) ? p.pid : this.allocPid();
+    // Spelled out rather than spread: spawn runs several times per simulated run.
     const proc: Proc = {
-      ...p,
       pid,
       gen: this.nextGen++,
+      name: p.name,
+      vm: p.vm,
+      pidns: p.pidns,
+      mntns: p.mntns,
+      uid: p.uid,
+      gid: p.gid,
+      cgroup: p.cgroup,
+      landlock: p.landlock,
+      noNewPrivs: p.noNewPrivs,
       alive: true,
       exec: null,
       onSignal: p.onSignal ?? ((sig) => this.exit(pid, null, sig)),
@@ -147,21 +161,21 @@ export class SimKernel {
 
   pidfdOpen(pid: number): Pidfd {
     const p = this.procs.get(pid);
-    if (!p?.alive) throw new KernelError('ESRCH', `pidfd_open(${pid})`);
+    if (!p?.alive) throw kernelError('ESRCH', `pidfd_open(${pid})`);
     return { pid, gen: p.gen };
   }
 
   /** pidfd_send_signal: reaches the process the pidfd was opened for, or fails with ESRCH. */
   pidfdSignal(fd: Pidfd, sig: string): void {
     const p = this.procs.get(fd.pid);
-    if (!p?.alive || p.gen !== fd.gen) throw new KernelError('ESRCH', `pidfd_send_signal(${fd.pid}, ${sig})`);
+    if (!p?.alive || p.gen !== fd.gen) throw kernelError('ESRCH', `pidfd_send_signal(${fd.pid}, ${sig})`);
     this.deliver(p, sig);
   }
 
   /** kill(2) by raw PID: whoever holds the number now gets it. Correct code does not use this. */
   killPid(pid: number, sig: string): void {
     const p = this.procs.get(pid);
-    if (!p?.alive) throw new KernelError('ESRCH', `kill(${pid}, ${sig})`);
+    if (!p?.alive) throw kernelError('ESRCH', `kill(${pid}, ${sig})`);
     this.deliver(p, sig);
   }
 
@@ -211,15 +225,15 @@ export class SimKernel {
 
   mkdirCgroup(path: string): void {
     const parent = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
-    if (!this.cgroups.has(parent)) throw new KernelError('ENOENT', `mkdir ${path}: parent missing`);
-    if (this.cgroups.has(path)) throw new KernelError('EEXIST', `mkdir ${path}`);
+    if (!this.cgroups.has(parent)) throw kernelError('ENOENT', `mkdir ${path}: parent missing`);
+    if (this.cgroups.has(path)) throw kernelError('EEXIST', `mkdir ${path}`);
     this.cgroups.set(path, new Set());
   }
 
   rmdirCgroup(path: string): void {
     const members = this.cgroups.get(path);
-    if (!members) throw new KernelError('ENOENT', `rmdir ${path}`);
-    if (members.size > 0 || this.childCgroups(path).length > 0) throw new KernelError('EBUSY', `rmdir ${path}`);
+    if (!members) throw kernelError('ENOENT', `rmdir ${path}`);
+    if (members.size > 0 || this.childCgroups(path).length > 0) throw kernelError('EBUSY', `rmdir ${path}`);
     this.cgroups.delete(path);
   }
 
@@ -245,7 +259,7 @@ export class SimKernel {
 
   private cgroupOf(path: string): Set<number> {
     const s = this.cgroups.get(path);
-    if (!s) throw new KernelError('ENOENT', `cgroup ${path} does not exist`);
+    if (!s) throw kernelError('ENOENT', `cgroup ${path} does not exist`);
     return s;
   }
 
@@ -255,6 +269,6 @@ export class SimKernel {
       this.nextPid = pid >= PID_MAX ? PID_MIN : pid + 1;
       if (!this.procs.has(pid)) return pid;
     }
-    throw new KernelError('EAGAIN', 'PID space exhausted');
+    throw kernelError('EAGAIN', 'PID space exhausted');
   }
 }

@@ -2,13 +2,14 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import type { VmConfig } from '../config/types.js';
-import { simulate } from './run.js';
+import { runSeed } from './bulk.js';
+import type { Engine } from './run.js';
 
-const { from, to, config } = workerData as { from: number; to: number; config?: VmConfig };
+const { from, to, config, engine } = workerData as { from: number; to: number; config?: VmConfig; engine: Engine };
 const failures: { seed: number; violations: string[] }[] = [];
 let passed = 0;
 for (let seed = from; seed < to; seed++) {
-  const r = await simulate(seed, { config });
+  const r = await runSeed(seed, { config, engine });
   if (r.ok) passed++;
   else failures.push({ seed, violations: r.violations });
 }

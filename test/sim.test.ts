@@ -9,7 +9,7 @@ import { configFromSeed } from '../sim/configs.js';
 import { demoPlan } from '../sim/demoPlan.js';
 import type { FaultPlan, Op } from '../sim/faults.js';
 import { ERRNOS, planFromSeed } from '../sim/faults.js';
-import { simulate } from '../sim/run.js';
+import { MICROTASK_HOPS, simulate } from '../sim/run.js';
 
 const plan = (over: Partial<FaultPlan>): FaultPlan => ({ ...demoPlan, ...over, delays: { ...demoPlan.delays, ...over.delays } });
 
@@ -84,12 +84,25 @@ describe('determinism', () => {
     }
   });
 
-  it('draining microtasks between steps gives the same runs as a full macrotask turn', async () => {
+  it('draining microtasks between steps gives the same runs as a full macrotask turn, on both engines', async () => {
     for (let seed = 1; seed <= 200; seed++) {
-      const a = await simulate(seed, { trace: true, drain: 'microtasks' });
       const b = await simulate(seed, { trace: true, drain: 'macrotask' });
+      const a = await simulate(seed, { trace: true, drain: 'microtasks' });
+      const l = await simulate(seed, { trace: true, drain: 'microtasks', engine: 'lean' });
       expect(a.trace, `seed ${seed}`).toEqual(b.trace);
+      expect(l.trace, `seed ${seed}`).toEqual(b.trace);
     }
+  });
+
+  it(`the drain has margin: ${MICROTASK_HOPS} hops are used, 6 are needed, 5 change runs`, async () => {
+    let changed = 0;
+    for (let seed = 1; seed <= 100; seed++) {
+      const full = (await simulate(seed, { trace: true, drain: 'macrotask', engine: 'lean' })).trace;
+      expect((await simulate(seed, { trace: true, hops: 6, engine: 'lean' })).trace, `seed ${seed}`).toEqual(full);
+      if ((await simulate(seed, { trace: true, hops: 5, engine: 'lean' })).trace.join('\n') !== full.join('\n')) changed++;
+    }
+    expect(changed).toBeGreaterThan(0);
+    expect(MICROTASK_HOPS).toBeGreaterThanOrEqual(12);
   });
 
   it('fault plans are a function of the seed', () => {
