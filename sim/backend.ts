@@ -39,7 +39,9 @@ export function createSimBackend(
   const calls: Partial<Record<Op, number>> = {};
   let init: { proc: Proc; fd: Pidfd } | null = null;
   let landlockReport: LandlockReport | null = null;
-  let queue: Promise<unknown> = Promise.resolve();
+  // Operations run one at a time (the port's contract); the rest wait here in call order.
+  let busy = false;
+  const queued: (() => void)[] = [];
   let stopsSeen = 0;
   let busyLeft = plan.cleanupBusy;
   const waiters: (() => void)[] = [];
@@ -87,35 +89,58 @@ export function createSimBackend(
     return new Promise((resolve) => clock.schedule(ms, resolve));
   }
 
-  /** Serialize, delay per the plan, honour abort, inject the planned failure, then act. */
+  /**
+   * Serialize, delay per the plan, honour abort, inject the planned failure, then act. The next
+   * queued operation starts the moment this one settles, and a synchronous body settles within
+   * the clock step that runs it: few promise hops between a result and the machine's reaction
+   * keep the runner's drain short (sim/run.ts).
+   */
   function run<T>(op: Op, signal: AbortSignal, body: () => T | Promise<T>): Promise<T> {
-    const result = queue.then(
-      () =>
-        new Promise<T>((resolve, reject) => {
-          const call = (calls[op] = (calls[op] ?? 0) + 1);
-          if (signal.aborted) return reject(aborted(op));
-          let timer: number | null = null;
-          const onAbort = () => {
-            if (timer !== null) clock.clearTimeout(timer);
-            reject(aborted(op));
-          };
-          signal.addEventListener('abort', onAbort, { once: true });
-          const act = () => {
-            signal.removeEventListener('abort', onAbort);
-            if (plan.fail && plan.fail.op === op && plan.fail.call === call) {
-              return reject(effectError(op, plan.fail.errno, `injected by the fault plan (call ${call})`));
-            }
-            Promise.resolve()
-              .then(body)
-              .then(resolve, (e: unknown) => reject(e instanceof KernelError ? effectError(op, e.errno, e.message) : e));
-          };
-          // Teardown acts at once; its planned delay is spent waiting for the kernel instead.
-          const delay = op === 'killAll' || op === 'cleanup' ? 0 : (plan.delays[op] ?? 0);
-          if (delay !== Infinity) timer = clock.schedule(delay, act);
-        }),
-    );
-    queue = result.catch(() => undefined);
-    return result;
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const done = (settle: () => void) => {
+        if (settled) return;
+        settled = true;
+        settle();
+        const next = queued.shift();
+        if (next) next();
+        else busy = false;
+      };
+      const ok = (v: T) => done(() => resolve(v));
+      const fail = (e: unknown) => done(() => reject(e instanceof KernelError ? effectError(op, e.errno, e.message) : e));
+      const start = () => {
+        const call = (calls[op] = (calls[op] ?? 0) + 1);
+        if (signal.aborted) return fail(aborted(op));
+        let timer: number | null = null;
+        const onAbort = () => {
+          if (timer !== null) clock.clearTimeout(timer);
+          fail(aborted(op));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        const act = () => {
+          signal.removeEventListener('abort', onAbort);
+          if (plan.fail && plan.fail.op === op && plan.fail.call === call) {
+            return fail(effectError(op, plan.fail.errno, `injected by the fault plan (call ${call})`));
+          }
+          let value: T | Promise<T>;
+          try {
+            value = body();
+          } catch (e) {
+            return fail(e);
+          }
+          if (value instanceof Promise) value.then(ok, fail);
+          else ok(value);
+        };
+        // Teardown acts at once; its planned delay is spent waiting for the kernel instead.
+        const delay = op === 'killAll' || op === 'cleanup' ? 0 : (plan.delays[op] ?? 0);
+        if (delay !== Infinity) timer = clock.schedule(delay, act);
+      };
+      if (busy) queued.push(start);
+      else {
+        busy = true;
+        start();
+      }
+    });
   }
 
   function vmProcsAlive(): boolean {

@@ -67,10 +67,10 @@ export interface SimResult {
 
 // Between two steps of virtual time every effect promise must have settled and the machine must
 // have reacted. Draining the microtask queue a bounded number of hops does that at a fraction of
-// the cost of a macrotask turn. The longest chain in the simulator backend is 6 hops (a result
-// adopted through run()'s queue, then the engine's then); test/sim.test.ts shows 5 hops change
-// some traces and 16 give the same traces as setImmediate on every seed it runs.
-export const MICROTASK_HOPS = 16;
+// the cost of a macrotask turn. The simulator backend settles a result within the clock step
+// that produces it, so the longest chain is 2 hops (the backend's settle, the engine's then);
+// test/sim.test.ts shows 1 hop changes runs, and that 8 give the same traces as setImmediate.
+export const MICROTASK_HOPS = 8;
 const drainMicrotasks = async (hops: number) => {
   for (let i = 0; i < hops; i++) await null;
 };
