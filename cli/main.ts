@@ -16,9 +16,10 @@ usage:
                                          not restart (config invalid, or setup failed 3 times in a row)
   vmsandbox check CONFIG [--json]        validate a config file
   vmsandbox schema                       print the config's JSON Schema
-  vmsandbox sim [--seed N] [--runs M] [--json] [--config FILE]
+  vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--config FILE] [--engine lean|xstate]
                                          simulate seeds N..N+M-1 with fault injection, check invariants
-  vmsandbox sim --seed N --trace         print one seed's full state/event trace (replay a failure)
+                                         (lean engine by default; failures and every 100th seed re-run on XState)
+  vmsandbox sim --seed N --trace         print one seed's full state/event trace on XState (replay a failure)
   vmsandbox graph [--format mermaid|dot|json|svg]
                                          print the sandbox state machine
   vmsandbox inspect [--listen HOST:PORT] [--runtime-root DIR ...] [--replay FILE]

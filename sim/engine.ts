@@ -85,10 +85,10 @@ function validate(machine: AnyStateMachine): void {
     if (n.type === 'parallel' || n.type === 'history') throw unsupported(`${where}: ${n.type} states`);
     for (const [type, ts] of n.transitions) {
       if (type.includes('*')) throw unsupported(`${where}: wildcard event "${type}"`);
-      ts.forEach((t) => validateTransition(t, where));
+      ts.forEach((t) => validateTransition(machine, t, where));
     }
     (n.always ?? []).forEach((t) => {
-      validateTransition(t, where);
+      validateTransition(machine, t, where);
       if (!t.target?.length) throw unsupported(`${where}: an eventless transition without a target`);
     });
     for (const a of [...n.entry, ...n.exit]) {
@@ -103,9 +103,33 @@ function validate(machine: AnyStateMachine): void {
   checked.add(machine);
 }
 
-function validateTransition(t: Transition, where: string): void {
+function validateTransition(machine: AnyStateMachine, t: Transition, where: string): void {
   if (t.reenter) throw unsupported(`${where}: reentering transition`);
   if ((t.target?.length ?? 0) > 1) throw unsupported(`${where}: transition with several targets`);
+  const impl = machine.implementations as { actions: Record<string, unknown>; guards: Record<string, unknown> };
+  for (const a of t.actions) {
+    const resolved = (typeof a === 'function' ? a : impl.actions[typeof a === 'string' ? a : (a as { type: string }).type]) as
+      | Record<string, unknown>
+      | undefined;
+    // Built-in actions carry resolve(); of those only assign, raise and cancel are interpreted here.
+    if (resolved && 'resolve' in resolved && !['xstate.assign', 'xstate.raise', 'xstate.cancel'].includes(resolved.type as string)) {
+      throw unsupported(`${where}: the built-in action ${String(resolved.type)}`);
+    }
+  }
+  if (t.guard !== undefined) validateGuard(impl.guards, t.guard, where);
+}
+
+/** Guards run through XState's own check(); stateIn() would need a full snapshot, so it is refused. */
+function validateGuard(guards: Record<string, unknown>, g: unknown, where: string): void {
+  const resolved = (typeof g === 'function' ? g : guards[typeof g === 'string' ? g : (g as { type: string }).type]) as
+    | (Fn & { stateValue?: unknown; guards?: unknown[] })
+    | undefined;
+  if (typeof resolved !== 'function') return;
+  if ('stateValue' in resolved) throw unsupported(`${where}: the stateIn() guard`);
+  // and(), or() and not() keep their operands in .guards.
+  for (const inner of resolved.guards ?? []) {
+    validateGuard(guards, inner, where);
+  }
 }
 
 function unsupported(what: string): Error {
@@ -133,7 +157,7 @@ export class LeanActor {
   private processing = false;
   private started = false;
   private changed = false;
-  private snapshot: (LeanSnapshot & { atomic: Node }) | null = null;
+  private snapshot: Snapshot | null = null;
 
   constructor(machine: AnyStateMachine, opts: LeanOptions) {
     validate(machine);
@@ -155,21 +179,9 @@ export class LeanActor {
   /** Like XState's, a snapshot is immutable: a new one after each change, the same one between. */
   getSnapshot(): LeanSnapshot {
     const s = this.snapshot;
-    if (s && s.status === this.status && s.context === this.context && s.output === this.output && s.atomic === this.atomic()) return s;
-    const path = this.atomic().path;
-    const snapshot = {
-      status: this.status,
-      context: this.context,
-      output: this.output,
-      atomic: this.atomic(),
-      get value() {
-        let v: unknown = path[path.length - 1];
-        for (let i = path.length - 2; i >= 0; i--) v = { [path[i]!]: v };
-        return v;
-      },
-    };
-    this.snapshot = snapshot;
-    return snapshot;
+    const atomic = this.atomic();
+    if (s && s.status === this.status && s.context === this.context && s.output === this.output && s.atomic === atomic) return s;
+    return (this.snapshot = new Snapshot(this.status, this.context, this.output, atomic));
   }
 
   start(): void {
@@ -200,6 +212,7 @@ export class LeanActor {
     this.stopAllChildren();
     this.flush();
     this.cancelAllTimers();
+    this.record({ type: 'xstate.stop' });
   }
 
   private drainMailbox(): void {
@@ -294,11 +307,14 @@ export class LeanActor {
       // Otherwise the nearest proper ancestor of the target that contains the source (XState's LCCA).
       if (!domain) for (let a = target.parent; a && !domain; a = a.parent) if (isDescendant(t.source, a)) domain = a;
       domain ??= this.root;
-      const exit = this.nodes.filter((n) => isDescendant(n, domain!)).sort((a, b) => b.order - a.order);
-      for (const s of exit) {
+      // The active nodes are one path from the root, so the exit set (the domain's active
+      // descendants, deepest first) is the path's tail after the domain, walked backwards.
+      const keep = this.nodes.indexOf(domain) + 1;
+      while (this.nodes.length > keep) {
+        const s = this.nodes[this.nodes.length - 1]!;
         this.runActions(s.exit, event, internal);
         for (const inv of s.invoke) this.stopChild(inv.id);
-        this.nodes.splice(this.nodes.indexOf(s), 1);
+        this.nodes.pop();
         this.changed = true;
       }
     }
@@ -466,6 +482,23 @@ export class LeanActor {
       event,
       snapshot: this.getSnapshot(),
     } as unknown as InspectionEvent);
+  }
+}
+
+class Snapshot implements LeanSnapshot {
+  constructor(
+    readonly status: LeanSnapshot['status'],
+    readonly context: Record<string, unknown>,
+    readonly output: unknown,
+    readonly atomic: Node,
+  ) {}
+
+  /** XState's state value: "running", or { setup: "mount" } for a nested state. */
+  get value(): unknown {
+    const path = this.atomic.path;
+    let v: unknown = path[path.length - 1];
+    for (let i = path.length - 2; i >= 0; i--) v = { [path[i]!]: v };
+    return v;
   }
 }
 

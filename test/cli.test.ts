@@ -46,6 +46,19 @@ describe('vmsandbox CLI', () => {
     expect(a.out).toMatch(/1 passed, 0 failed\n$/);
   });
 
+  it('sim --engine: the lean engine and XState print the same trace and the same verdicts', () => {
+    const x = vmsandbox('sim', '--seed', '4242', '--trace');
+    const l = vmsandbox('sim', '--seed', '4242', '--trace', '--engine', 'lean');
+    expect(l.code).toBe(0);
+    expect(l.out).toBe(x.out);
+    const bulkLean = vmsandbox('sim', '--seed', '1', '--runs', '150', '--json');
+    const bulkX = vmsandbox('sim', '--seed', '1', '--runs', '150', '--json', '--engine', 'xstate');
+    expect(bulkLean.out).toBe(bulkX.out);
+    const bad = vmsandbox('sim', '--engine', 'fast');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('--engine: must be lean or xstate (got "fast")');
+  });
+
   it('sim rejects bad numbers, naming the option', () => {
     const r = vmsandbox('sim', '--runs', 'many');
     expect(r.code).toBe(2);

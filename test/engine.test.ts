@@ -2,7 +2,7 @@
 // traces over many seeds, the same verdicts, and a loud refusal of what it does not interpret.
 
 import { describe, expect, it } from 'vitest';
-import { createMachine } from 'xstate';
+import { and, createMachine, log, stateIn } from 'xstate';
 import { sandboxMachine } from '../machines/sandbox.js';
 import { VirtualClock } from '../sim/clock.js';
 import { configFromSeed } from '../sim/configs.js';
@@ -56,6 +56,8 @@ describe('the lean engine against XState', () => {
     ['a custom entry action', { id: 'm', initial: 'a', states: { a: { entry: () => undefined } } }, /entry\/exit action/],
     ['a reentering transition', { id: 'm', initial: 'a', states: { a: { on: { GO: { target: 'a', reenter: true } } } } }, /reentering transition/],
     ['a history state', { id: 'm', initial: 'a', states: { a: {}, h: { type: 'history' } } }, /history states/],
+    ['a built-in action it does not interpret', { id: 'm', initial: 'a', states: { a: { on: { GO: { actions: log('x') } } } } }, /built-in action xstate\.log/],
+    ['a stateIn() guard, even nested', { id: 'm', initial: 'a', states: { a: { on: { GO: { guard: and([stateIn('a')]), target: 'b' } } }, b: {} } }, /stateIn\(\) guard/],
   ];
   for (const [what, config, message] of refusals) {
     it(`refuses ${what} instead of interpreting it differently`, () => {
