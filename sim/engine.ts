@@ -96,6 +96,7 @@ function validate(machine: AnyStateMachine): void {
       if (type !== 'xstate.raise' && type !== 'xstate.cancel') throw unsupported(`${where}: entry/exit action ${String(type)}`);
     }
     if (n.type === 'compound' && n.initial?.actions.length) throw unsupported(`${where}: initial actions`);
+    if (n.type === 'final' && n.output !== undefined && n.parent) throw unsupported(`${where}: a final state's output`);
     for (const inv of n.invoke) if (typeof inv.src !== 'string') throw unsupported(`${where}: inline invoke source`);
     Object.values(n.states).forEach(visit);
   };
@@ -172,8 +173,9 @@ export class LeanActor {
     this.nodes = [];
     const entry = [this.root];
     for (let n = this.root; n.type === 'compound'; n = n.initial!.target[0]!) entry.push(n.initial!.target[0]!);
-    this.enter(entry, init, []);
-    this.settle(init, []);
+    const internal: { type: string }[] = [];
+    this.enter(entry, init, internal);
+    this.settle(init, internal);
   }
 
   /** Like XState's, a snapshot is immutable: a new one after each change, the same one between. */
