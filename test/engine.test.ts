@@ -7,6 +7,7 @@ import { sandboxMachine } from '../machines/sandbox.js';
 import { VirtualClock } from '../sim/clock.js';
 import { configFromSeed } from '../sim/configs.js';
 import { LeanActor } from '../sim/engine.js';
+import { CROSS_CHECK_EVERY, describeDivergence, runSeed } from '../sim/bulk.js';
 import { simulate } from '../sim/run.js';
 import { LeanSignal } from '../sim/signal.js';
 import { mutants } from './mutants.js';
@@ -66,6 +67,28 @@ describe('the lean engine against XState', () => {
       expect(() => new LeanActor(m as never, { input: {}, clock: new VirtualClock(), effects: {} as never })).toThrow(/--engine xstate/);
     });
   }
+});
+
+describe('bulk runs (vmsandbox sim --runs): lean, with XState having the last word', () => {
+  it('a failing seed is re-run on XState, whose verdict is reported', async () => {
+    const m = mutants[0]!;
+    let seed = 1;
+    while ((await simulate(seed, { machine: m.machine, engine: 'lean' })).ok) seed++;
+    const bulk = await runSeed(seed, { engine: 'lean', machine: m.machine });
+    const xstate = await simulate(seed, { machine: m.machine });
+    expect(bulk.ok).toBe(false);
+    expect(bulk.violations).toEqual(xstate.violations);
+    expect(bulk.output).toEqual(xstate.output);
+  });
+
+  it('sampled seeds are compared line by line; a divergence names the first differing line', async () => {
+    expect(CROSS_CHECK_EVERY).toBe(100);
+    expect((await runSeed(CROSS_CHECK_EVERY * 3, { engine: 'lean' })).ok).toBe(true);
+    expect(describeDivergence(['a', 'b'], ['a', 'b'])).toBeNull();
+    expect(describeDivergence(['a', 'b', 'c'], ['a', 'x', 'c'])).toMatch(/at trace line 2 \(xstate: "b", lean: "x"\).*--engine xstate/);
+    expect(describeDivergence(['a', 'b'], ['a'])).toMatch(/line 2 \(xstate: "b", lean: "<end>"\)/);
+    expect(describeDivergence(['a'], ['a', 'late'])).toMatch(/line 2 \(xstate: "<end>", lean: "late"\)/);
+  });
 });
 
 describe('LeanSignal behaves like an AbortSignal for what the backend uses', () => {
