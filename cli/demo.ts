@@ -213,7 +213,7 @@ async function realDemo(config: VmConfig, configPath: string): Promise<number> {
 }
 
 async function realDemoLocked(config: VmConfig, configPath: string): Promise<number> {
-  const { Scan, writeServiceDir, examplesDir, exampleServiceDir } = await import('./s6.js');
+  const { Scan, writeServiceDir, examplesDir } = await import('./s6.js');
   const { stopBoundMs } = await import('./run.js');
   const { cgroupRoot, vmCgroupDir } = await import('../effects/linux/cgroup.js');
   const vmm = vmmOf(config);

@@ -355,6 +355,61 @@ export async function finishWithFreshBackend(config: VmConfig): Promise<void> {
   fresh.dispose();
 }
 
+/** A `vmsandbox run CONFIG` child, its stdout parsed as pino JSON lines as they arrive. */
+export interface RunningManager {
+  lines: Record<string, unknown>[];
+  exited: Promise<number | null>;
+  stderr(): string;
+  /** Everything it printed, for assertion messages. */
+  log(): string;
+  kill(sig: NodeJS.Signals): void;
+  /** Resolves once a line with this state was logged; rejects with the log after timeoutMs. */
+  waitForState(state: string, timeoutMs?: number): Promise<void>;
+}
+
+export function spawnRun(file: string): RunningManager {
+  const child = spawn(join(repoRoot, 'bin', 'vmsandbox'), ['run', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: (() => void)[] = [];
+  let buf = '';
+  child.stdout.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        lines.push({ raw: line });
+      }
+      for (const w of waiters.splice(0)) w();
+    }
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const log = () => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n--- stderr ---\n${stderr}`;
+  return {
+    lines,
+    exited,
+    stderr: () => stderr,
+    log,
+    kill: (sig) => child.kill(sig),
+    waitForState: (state, timeoutMs = 15_000) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no state ${state} within ${timeoutMs} ms; log:\n${log()}`)), timeoutMs);
+        const check = () => {
+          if (lines.some((l) => l.state === state)) {
+            clearTimeout(timer);
+            resolve();
+          } else waiters.push(check);
+        };
+        check();
+      }),
+  };
+}
+
 /** The raw JSON config `vmsandbox run` reads (a helper sleeper and a vmm), written to the scratch dir. */
 export function writeRunConfig(vm: TestVm, vmmArgv: string[], timeouts = { stopMs: 3000, killMs: 2000 }): { file: string; config: VmConfig } {
   const raw = {

@@ -17,7 +17,6 @@ import {
   removeTestParents,
   repoRoot,
   service,
-  serviceExit,
   skipReason,
   SLEEPER,
   start,

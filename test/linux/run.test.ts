@@ -1,55 +1,25 @@
 // `vmsandbox run CONFIG` as s6 would run it: the compiled command, a real sandbox, SIGTERM to stop.
 
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason, writeRunConfig, type TestVm } from './helpers.js';
+import {
+  ensureNative,
+  forceCleanup,
+  leftovers,
+  newTestVm,
+  removeTestParents,
+  skipReason,
+  spawnRun,
+  writeRunConfig,
+  type RunningManager,
+  type TestVm,
+} from './helpers.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/run skipped: ${skip}`);
 
-interface Manager {
-  lines: Record<string, unknown>[];
-  exited: Promise<number | null>;
-  waitForState(state: string, timeoutMs?: number): Promise<void>;
-  kill(sig: NodeJS.Signals): void;
-}
-
-function startManager(vm: TestVm, vmmArgv: string[], timeouts = { stopMs: 3000, killMs: 2000 }): Manager {
-  const { file } = writeRunConfig(vm, vmmArgv, timeouts);
-  const child = spawn(join(repoRoot, 'bin', 'vmsandbox'), ['run', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: (() => void)[] = [];
-  let buf = '';
-  child.stdout.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(JSON.parse(buf.slice(0, i)));
-      buf = buf.slice(i + 1);
-      for (const w of waiters.splice(0)) w();
-    }
-  });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return {
-    lines,
-    exited,
-    kill: (sig) => child.kill(sig),
-    waitForState: (state, timeoutMs = 15_000) =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no state ${state} within ${timeoutMs} ms; log:\n${lines.map((l) => JSON.stringify(l)).join('\n')}\n${stderr}`)), timeoutMs);
-        const check = () => {
-          if (lines.some((l) => l.state === state)) {
-            clearTimeout(timer);
-            resolve();
-          } else waiters.push(check);
-        };
-        check();
-      }),
-  };
+function startManager(vm: TestVm, vmmArgv: string[], timeouts = { stopMs: 3000, killMs: 2000 }): RunningManager {
+  return spawnRun(writeRunConfig(vm, vmmArgv, timeouts).file);
 }
 
 /** A vmm that ignores SIGTERM, and says so (a file in its runtime dir) once the trap is set. */

@@ -3,14 +3,14 @@
 // examples/vm/make-config.mjs generates. Skips with a printed reason when QEMU, virtiofsd or the
 // guest cannot be had. Serial consoles and the manager's log lines are saved under test-output/vm/.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { findCgroup2Mount } from '../../effects/linux/cgroup.js';
 import {
-  CGROUP_PARENT, ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason, trackNamespace,
-  type TestVm,
+  CGROUP_PARENT, ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason, spawnRun, trackNamespace,
+  type RunningManager, type TestVm,
 } from '../linux/helpers.js';
 // @ts-expect-error plain JavaScript module without types
 import { QEMU, VIRTIOFSD, makeVmConfig } from '../../examples/vm/make-config.mjs';
@@ -37,14 +37,6 @@ function guestOrReason(): { guest: string | null; reason: string | null } {
 const { guest, reason } = guestOrReason();
 if (reason) console.warn(`test/vm/vm skipped: ${reason}`);
 
-interface Manager {
-  lines: Record<string, unknown>[];
-  stderr(): string;
-  exited: Promise<number | null>;
-  kill(sig: NodeJS.Signals): void;
-  log(): string;
-}
-
 interface Options {
   ignorePowerButton?: boolean;
   stopMs: number;
@@ -52,7 +44,7 @@ interface Options {
   edit?: (raw: any) => void;
 }
 
-function startManager(vm: TestVm, opts: Options): Manager {
+function startManager(vm: TestVm, opts: Options): RunningManager {
   const raw = makeVmConfig({
     name: vm.name, storage: vm.storage, runtimeDir: vm.runtimeDir, guest, cgroupParent: CGROUP_PARENT,
     ignorePowerButton: opts.ignorePowerButton, stopMs: opts.stopMs,
@@ -60,32 +52,7 @@ function startManager(vm: TestVm, opts: Options): Manager {
   opts.edit?.(raw);
   const file = join(vm.scratch, 'vm.json');
   writeFileSync(file, JSON.stringify(raw, null, 2));
-  const child = spawn(join(repoRoot, 'bin', 'vmsandbox'), ['run', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  let buf = '';
-  child.stdout.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        lines.push({ raw: line });
-      }
-    }
-  });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return {
-    lines,
-    exited,
-    stderr: () => stderr,
-    kill: (sig) => child.kill(sig),
-    log: () => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n--- stderr ---\n${stderr}`,
-  };
+  return spawnRun(file);
 }
 
 /**
@@ -135,7 +102,7 @@ class Console {
   }
 }
 
-async function waitFor(what: string, cond: () => boolean, m: Manager, timeoutMs = 180_000): Promise<void> {
+async function waitFor(what: string, cond: () => boolean, m: RunningManager, timeoutMs = 180_000): Promise<void> {
   const exitedEarly = m.exited.then((code) => {
     throw new Error(`the manager exited (${code}) before ${what}:\n${m.log()}`);
   });
@@ -167,7 +134,7 @@ describe.skipIf(reason)('a real VM in the sandbox (QEMU + virtiofsd + the cached
   afterEach(() => forceCleanup(vm));
   afterAll(() => removeTestParents());
 
-  function begin(name: string, opts: Options): Manager {
+  function begin(name: string, opts: Options): RunningManager {
     vm = newTestVm();
     consoleLog = new Console(join(vm.runtimeDir, 'vmm', 'console.log'));
     const m = startManager(vm, opts);
