@@ -2,7 +2,7 @@
 //
 // XState's actor runtime costs about 0.35 ms per lifecycle here (an Actor, a system entry, an
 // AbortController and inspection objects per invoked effect), which caps the simulator near
-// 2,500 runs/s on one core. This engine walks the same StateNode tree XState built from the same
+// 2,000 runs/s on one core. This engine walks the same StateNode tree XState built from the same
 // config, with the same guard, action and delay implementations, and follows XState v5's
 // algorithm step for step where it is observable from outside: which transition is selected
 // (innermost first, first passing guard), exit set then transition actions then entry set in
@@ -12,10 +12,10 @@
 //
 // It is not a general statechart engine: it refuses, when compiling, any feature the sandbox
 // machine does not use (parallel or history states, wildcard events, reentering transitions,
-// actions other than assign/raise/cancel), so a machine change that needs one fails loudly instead
-// of being interpreted differently. test/engine.test.ts runs seeds on both engines and requires
-// byte-identical traces; `vmsandbox sim` re-runs every failing seed, and a sample of the others,
-// on XState (sim/run.ts). The Linux backend, the paths and mutant tests use XState itself.
+// actions other than assign/raise/cancel, stateIn guards), so a machine change that needs one
+// fails loudly instead of being interpreted differently. test/engine.test.ts runs seeds on both
+// engines and requires byte-identical traces; `vmsandbox sim` re-runs every failing seed, and
+// every 100th, on XState (sim/bulk.ts). The Linux backend and the paths tests use XState itself.
 
 import type { AnyStateMachine, InspectionEvent } from 'xstate';
 import type { SandboxEffects } from '../effects/port.js';
