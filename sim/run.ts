@@ -83,7 +83,8 @@ const forwarding = new Proxy({} as SandboxEffects, {
     return (current[op] as (i: never, s: AbortSignal) => Promise<unknown>)(input, signal);
   },
 });
-const sharedMachine = bindEffects(forwarding);
+// Built on first use: lean-only bulk runs (sim --runs, its workers) never need it.
+let sharedMachine: ReturnType<typeof bindEffects> | null = null;
 let lock: Promise<unknown> = Promise.resolve();
 
 export function simulate(seed: number, opts: SimOptions = {}): Promise<SimResult> {
@@ -119,7 +120,7 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
     actor = new LeanActor(opts.machine ?? sandboxMachine, { input, clock, effects: backend.effects, inspect });
   } else {
     current = backend.effects;
-    const machine = opts.machine ? bindEffects(backend.effects, opts.machine) : sharedMachine;
+    const machine = opts.machine ? bindEffects(backend.effects, opts.machine) : (sharedMachine ??= bindEffects(forwarding));
     actor = createActor(machine, { input, clock, inspect });
   }
   const stopTimes: number[] = [];
