@@ -10,7 +10,7 @@ export type Outcome =
   | 'initDied' // the sandbox's PID 1 died unexpectedly
   | 'parentDied'; // the supervisor (s6-supervise) died
 
-export const EXIT_CODES: Record<Outcome | 'teardownFailed' | 'configInvalid', number> = {
+export const EXIT_CODES: Record<Outcome | 'teardownFailed' | 'configInvalid' | 'alreadyRunning', number> = {
   stopped: 0,
   forced: 2,
   poweredOff: 3,
@@ -19,6 +19,7 @@ export const EXIT_CODES: Record<Outcome | 'teardownFailed' | 'configInvalid', nu
   parentDied: 6,
   teardownFailed: 7,
   configInvalid: 100, // permanent: s6's "do not restart" family
+  alreadyRunning: 101, // another manager owns the VM: this one touched nothing (effects/owner.ts)
   setupFailed: 111, // temporary failure, the s6/djb convention
 };
 

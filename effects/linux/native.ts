@@ -58,6 +58,7 @@ function bind(lib: string) {
   return define({
     syscall: { library: 'libc', retType: I64, paramsType: [I64, I64, I64, I64, I64, I64], errno: true },
     prctl: { library: 'libc', retType: I64, paramsType: [I64, I64, I64, I64, I64], errno: true },
+    flock: { library: 'libc', retType: I64, paramsType: [I64, I64], errno: true },
     vms_socketpair: { library: 'vmsandbox', retType: I64, paramsType: [] },
     vms_open_dir_path: { library: 'vmsandbox', retType: I64, paramsType: [DataType.String] },
     vms_close: { library: 'vmsandbox', retType: I64, paramsType: [I64] },
@@ -147,6 +148,18 @@ export function landlockAbi(): number {
   } catch {
     return 0;
   }
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/** flock(fd, LOCK_EX|LOCK_NB): true if taken, false if another open file holds it. */
+export function flockExclusive(fd: number): boolean {
+  const r = lib().flock([fd, LOCK_EX | LOCK_NB]);
+  if (r.value === 0) return true;
+  const name = errnoName(r.errnoCode);
+  if (name === 'EWOULDBLOCK' || name === 'EAGAIN') return false;
+  throw new EffectError('flock', name, `flock(${fd}, LOCK_EX|LOCK_NB) failed`);
 }
 
 export const POLLIN = 0x001;

@@ -5,6 +5,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { join } from 'node:path';
 import { createActor, type Actor } from 'xstate';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
+import { linuxOwnership } from '../../effects/linux/owner.js';
 import { createLinuxBackend, type LinuxBackend } from '../../effects/linux/backend.js';
 import { findCgroup2Mount } from '../../effects/linux/cgroup.js';
 import { landlockAbi, nativeBuildDir } from '../../effects/linux/native.js';
@@ -141,7 +142,7 @@ export function start(config: VmConfig, vm?: TestVm): Run {
       },
       error: (e) => {
         sub.unsubscribe();
-        resolve({ outcome: 'setupFailed', exitCode: 111, errors: [String(e)], teardownFailed: true });
+        resolve({ outcome: 'setupFailed', exitCode: 111, errors: [String(e)], teardownFailed: true, stopRequests: 0 });
       },
     });
   });
@@ -342,17 +343,24 @@ export function vmMounts(vm: TestVm): string[] {
 }
 
 /**
- * What a finish script does after a SIGKILLed manager: a fresh backend's killAll + cleanup, twice
- * (idempotent: the second round finds nothing and must succeed too).
+ * What `vmsandbox finish` does after a SIGKILLed manager: take the VM's lock (free: its owner is
+ * dead), and with a fresh backend on the lock's journal, killAll + cleanup, twice (idempotent: the
+ * second round finds nothing and must succeed too).
  */
-export async function finishWithFreshBackend(config: VmConfig): Promise<void> {
-  const fresh = createLinuxBackend(config);
+export async function finishFromJournal(config: VmConfig): Promise<void> {
+  const claim = linuxOwnership().tryClaim(config, { pid: process.pid, phase: 'finish' });
+  if (!claim.ok) throw new Error(`vm ${config.name} is still owned: ${JSON.stringify(claim.holder)}`);
+  const fresh = createLinuxBackend(config, { journal: claim.lock });
   const ac = new AbortController();
-  for (let round = 0; round < 2; round++) {
-    await fresh.effects.killAll({ config }, ac.signal);
-    await fresh.effects.cleanup({ config }, ac.signal);
+  try {
+    for (let round = 0; round < 2; round++) {
+      await fresh.effects.killAll({ config }, ac.signal);
+      await fresh.effects.cleanup({ config }, ac.signal);
+    }
+  } finally {
+    fresh.dispose();
+    claim.lock.release();
   }
-  fresh.dispose();
 }
 
 /** A `vmsandbox run CONFIG` child, its stdout parsed as pino JSON lines as they arrive. */

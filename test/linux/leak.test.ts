@@ -2,7 +2,7 @@
 // while running. Afterwards, within a bounded time, no process and no mount of the VM may remain:
 // the init dies with the manager (PR_SET_PDEATHSIG + EOF on its control socket) and takes the PID
 // and mount namespaces with it. The cgroup directories and the runtime dir may remain (the s6
-// finish script removes them): a fresh backend's killAll + cleanup must remove them, twice over.
+// finish script removes them): killAll + cleanup on the lock's journal must remove them, twice over.
 //
 // The delays come from a seeded PRNG: VMSANDBOX_LEAK_SEED=<seed> replays a run's delays (the seed
 // is printed, and every assertion message names the seed, the run and its delay).
@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   compileStatic,
   ensureNative,
-  finishWithFreshBackend,
+  finishFromJournal,
   forceCleanup,
   leftovers,
   mulberry32,
@@ -109,8 +109,8 @@ describe.skipIf(skip)('SIGKILL of the manager at random moments leaves no proces
         expect(reaperDone, `${context()}\nthe reaper still has children 2 s after the SIGKILL`).toBe(true);
         expect(gone, `${context()}\nleft: ${JSON.stringify(vmProcesses(vm))} ${vmMounts(vm).join(' | ')}`).toBe(true);
 
-        // What the s6 finish script does: a fresh backend's killAll + cleanup, run twice (idempotent).
-        await finishWithFreshBackend(config);
+        // What the s6 finish script does: on the dead manager's lock journal, killAll + cleanup, twice (idempotent).
+        await finishFromJournal(config);
         expect(leftovers(vm), context()).toEqual([]);
         if (process.env.VMSANDBOX_TEST_DEBUG) {
           console.log(`[leak] ${where}: killed at ${(tKilled - t0).toFixed(0)} ms (${stateAtKill}), gone +${(tGone - tKilled).toFixed(0)} ms, finished +${(performance.now() - tGone).toFixed(0)} ms`);

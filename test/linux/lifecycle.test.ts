@@ -5,6 +5,7 @@ import { existsSync, readFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLinuxBackend } from '../../effects/linux/backend.js';
+import { memoryJournal } from '../../effects/owner.js';
 import { INIT_LEAF, listProcs, serviceLeaf } from '../../effects/linux/cgroup.js';
 import { nativeBuildDir } from '../../effects/linux/native.js';
 import {
@@ -290,7 +291,7 @@ describe('linux backend: lifecycle', () => {
     expect(process.listenerCount('SIGTERM')).toBe(0);
   });
 
-  it.skipIf(skip)('when the manager is SIGKILLed the init and its services die, and a fresh backend cleans up (finish)', async () => {
+  it.skipIf(skip)('when the manager is SIGKILLed the init and its services die, and a fresh backend on its journal cleans up (finish)', async () => {
     vm = newTestVm();
     const dir = join(cgroupParentDir(), vm.name);
     mkdirSync(join(dir, 'init'), { recursive: true });
@@ -338,9 +339,10 @@ describe('linux backend: lifecycle', () => {
     console.log(`[measure] manager SIGKILL to init + service dead ${(performance.now() - t0).toFixed(1)} ms`);
     // The dead init was re-parented to the host's reaper; wait until that reaped the zombie.
     expect(await until(() => !existsSync(`/proc/${initPid}`), 5000)).toBe(true);
-    // `vmsandbox finish`: a fresh backend works from what exists.
+    // `vmsandbox finish`: a fresh backend works from the journal the manager left (here, what the
+    // stand-in created: the VM's cgroup), not from whatever happens to exist.
     const config = vmConfig(vm, [SLEEPER]);
-    const fresh = createLinuxBackend(config);
+    const fresh = createLinuxBackend(config, { journal: memoryJournal({ cgroup: dir, runtimeDir: null }) });
     const ac = new AbortController();
     await fresh.effects.killAll({ config }, ac.signal);
     await fresh.effects.cleanup({ config }, ac.signal);

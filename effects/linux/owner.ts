@@ -1,0 +1,171 @@
+// The VM lock on Linux: flock(2) on files in a root-only directory (effects/owner.ts has the rules).
+//
+// <LOCK_DIR>/vm.<name>.lock         the VM's lock; holds the owner's record and the journal (JSON)
+// <LOCK_DIR>/dir.<sha256>.lock      the runtime directory's lock (two configs, one runtime dir)
+// <LOCK_DIR>/vm.<name>.failures     `vmsandbox finish`'s count of early failures in a row
+//
+// Why flock: the kernel drops it when the last descriptor of the open file goes, so a SIGKILLed
+// manager's lock is free at once, and nothing is ever "stale by guess". Node opens every file
+// O_CLOEXEC, so neither the sandbox's init nor a service (both exec'd) inherits it. The files stay
+// (a lock file that is unlinked while others may hold it open invites two owners); /run is a tmpfs.
+// The directory is created by root, 0700, and checked: a lock root does not trust is refused.
+
+import { createHash } from 'node:crypto';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { join } from 'node:path';
+import type { VmConfig } from '../../config/types.js';
+import type { Claim, Journal, OwnerRecord, OwnershipPort, Phase, VmLock } from '../owner.js';
+import { emptyJournal } from '../owner.js';
+import { EffectError } from '../port.js';
+import { flockExclusive } from './native.js';
+
+export const LOCK_DIR = '/run/vmsandbox-locks';
+
+/** Create (or verify) the lock directory: a real directory, root's, writable by root only. */
+export function lockDir(dir = LOCK_DIR): string {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+      throw new EffectError('lock', (e as NodeJS.ErrnoException).code ?? 'EIO', `creating ${dir}: ${(e as Error).message}`);
+    }
+  }
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
+    throw new EffectError('lock', 'EPERM', `${dir} is not a directory that only root can write (uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8)}): remove it; vmsandbox recreates it`);
+  }
+  return dir;
+}
+
+export function vmLockPath(name: string, dir = LOCK_DIR): string {
+  return join(dir, `vm.${name}.lock`);
+}
+
+export function runtimeDirLockPath(runtimeDir: string, dir = LOCK_DIR): string {
+  const h = createHash('sha256').update(runtimeDir.replace(/\/+$/, '')).digest('hex').slice(0, 24);
+  return join(dir, `dir.${h}.lock`);
+}
+
+export function failuresPath(name: string, dir = LOCK_DIR): string {
+  return join(dir, `vm.${name}.failures`);
+}
+
+function parseRecord(text: string): OwnerRecord | null {
+  try {
+    const r = JSON.parse(text) as OwnerRecord;
+    if (typeof r !== 'object' || r === null || typeof r.pid !== 'number' || typeof r.vm !== 'string') return null;
+    r.journal = { ...emptyJournal(), ...(r.journal ?? {}) };
+    return r;
+  } catch {
+    return null;
+  }
+}
+
+/** The record in a lock file, or null (none, being rewritten, unreadable). */
+export function readRecord(path: string): OwnerRecord | null {
+  for (let i = 0; i < 3; i++) {
+    let text = '';
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      return null;
+    }
+    const r = parseRecord(text);
+    if (r) return r;
+    // The owner truncates and rewrites: an empty read may be that moment.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+  }
+  return null;
+}
+
+interface Held {
+  fd: number;
+  path: string;
+}
+
+/** Open (never following a symlink) and flock one lock file; null if another holds it. */
+function take(path: string): Held | null {
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  let ok = false;
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.uid !== 0) throw new EffectError('lock', 'EPERM', `${path} is not a regular file of root's: remove it`);
+    ok = flockExclusive(fd);
+  } finally {
+    if (!ok) closeSync(fd);
+  }
+  return ok ? { fd, path } : null;
+}
+
+function write(h: Held, r: unknown): void {
+  const text = `${JSON.stringify(r)}\n`;
+  ftruncateSync(h.fd, 0);
+  writeSync(h.fd, text, 0);
+}
+
+export function linuxOwnership(opts: { dir?: string } = {}): OwnershipPort {
+  return {
+    now: () => Date.now(),
+    sleep: (ms, signal) =>
+      new Promise((resolve) => {
+        const t = setTimeout(done, ms);
+        function done() {
+          clearTimeout(t);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        }
+        signal?.addEventListener('abort', done, { once: true });
+      }),
+    tryClaim(config: VmConfig, me: { pid: number; phase: Phase }): Claim {
+      const dir = lockDir(opts.dir);
+      const vmPath = vmLockPath(config.name, dir);
+      const vm = take(vmPath);
+      if (!vm) return { ok: false, what: `vm ${config.name}`, holder: readRecord(vmPath) };
+      const rdPath = runtimeDirLockPath(config.runtimeDir, dir);
+      const rd = take(rdPath);
+      if (!rd) {
+        closeSync(vm.fd);
+        return { ok: false, what: `runtime dir ${config.runtimeDir}`, holder: readRecord(rdPath) };
+      }
+      const previous = parseRecord(readFileSync(vmPath, 'utf8'));
+      const record: OwnerRecord = {
+        vm: config.name,
+        pid: me.pid,
+        since: Date.now(),
+        phase: me.phase,
+        stopBy: null,
+        exitCode: null,
+        endedAt: null,
+        // What the previous owners left stays ours to remove until it is removed.
+        journal: previous?.journal ?? emptyJournal(),
+      };
+      write(vm, record);
+      write(rd, { vm: config.name, pid: me.pid, since: record.since, phase: me.phase, journal: emptyJournal() });
+      let released = false;
+      const lock: VmLock = {
+        previous,
+        get record() {
+          return record;
+        },
+        journal: () => record.journal,
+        setJournal(j: Journal) {
+          if (released) throw new EffectError('lock', 'EBADF', `the lock of vm ${config.name} was released`);
+          record.journal = j;
+          write(vm, record);
+        },
+        update(patch) {
+          if (released) return;
+          Object.assign(record, patch);
+          write(vm, record);
+        },
+        release() {
+          if (released) return;
+          released = true;
+          closeSync(rd.fd);
+          closeSync(vm.fd);
+        },
+      };
+      return { ok: true, lock };
+    },
+  };
+}
