@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../config/load.js';
 import { Scan, s6Unavailable, writeServiceDir } from '../../cli/s6.js';
 import { stopBoundMs } from '../../cli/run.js';
+import { failuresPath } from '../../effects/linux/owner.js';
 import {
   CGROUP_PARENT, cgroupParentDir, ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason,
   SYSTEM_READ, trackNamespace, type TestVm,
@@ -168,7 +169,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     if (!f) return;
     await f.scan.stop();
     forceCleanup(f.vm);
-    rmSync(`${f.vm.runtimeDir}.setup-failures`, { force: true });
+    rmSync(failuresPath(f.vm.name), { force: true });
     rmSync(join(f.scan.dir, '..'), { recursive: true, force: true });
   });
   afterAll(() => removeTestParents());
@@ -191,7 +192,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     expect(downMs).toBeLessThan(f.bound);
     expect(f.log().some((l) => l.includes('system_powerdown received: guest shutting down'))).toBe(true);
     const states = f.records().map((r) => r.state).filter(Boolean);
-    expect(states).toContain('gracefulStop.vmm');
+    expect(states).toContain('gracefulStop.vmm.requesting');
     expect(f.records().find((r) => 'exitCode' in r && 'outcome' in r && r.event === undefined)).toMatchObject({ outcome: 'stopped', exitCode: 0 });
     expect(f.records().find((r) => r.event === 'finish')).toMatchObject({ runExitCode: 0, exitCode: 0, removed: [] });
     expect(await f.scan.svstat(NAME)).toMatchObject({ up: false, exitcode: 0, wantedup: false });
@@ -226,7 +227,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     console.log(`s6: s6-svc -i → forced, down+finished ${ms} ms`);
     expect(ms).toBeLessThan(5000);
     expect(f.records().some((r) => r.msg === 'received STOP_REQUESTED (SIGINT, forced)')).toBe(true);
-    expect(f.records().map((r) => r.state)).not.toContain('gracefulStop.vmm');
+    expect(f.records().map((r) => r.state)).not.toContain('gracefulStop.vmm.requesting');
     expect(await f.scan.svstat(NAME)).toMatchObject({ up: false, exitcode: 2 });
     expect(await settled(f.vm)).toEqual([]);
   });
@@ -304,7 +305,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     expect(await settled(f.vm)).toEqual([]);
   });
 
-  it('a missing vmm binary: exit 111 with ENOENT in the log, three tries, then finish says 125: no restart loop', async () => {
+  it('a missing vmm binary: exit 111 naming it in the log (refused before setup), three tries, then finish says 125: no restart loop', async () => {
     const f = await setup({ vmmArgv: ['/nonexistent/vmm'] });
     await f.scan.svc(NAME, '-u');
     await until(f, 'finish 125', () => f.records().some((r) => r.event === 'finish' && r.exitCode === 125), 15_000);
@@ -314,9 +315,67 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     expect(st.updownfor).toBeGreaterThanOrEqual(1);
     const exits = f.records().filter((r) => r.outcome === 'setupFailed' && 'exitCode' in r);
     expect(exits.map((r) => r.exitCode)).toEqual([111, 111, 111]);
-    expect(f.records().some((r) => /launch failed: .*ENOENT/.test(String(r.reason)))).toBe(true);
+    // Refused by run's preflight (the host check `vmsandbox check` makes), before anything exists.
+    const refusals = f.records().filter((r) => Array.isArray(r.problems) && r.exitCode === 111);
+    expect(refusals.map((r) => r.problems)).toEqual(Array(3).fill(['services[1].argv[0]: /nonexistent/vmm does not exist: install it or fix the path']));
     expect(f.records().filter((r) => r.event === 'finish').map((r) => r.exitCode)).toEqual([0, 0, 125]);
-    expect(existsSync(`${f.vm.runtimeDir}.setup-failures`)).toBe(false);
+    expect(existsSync(failuresPath(f.vm.name))).toBe(false);
+    expect(await settled(f.vm)).toEqual([]);
+  });
+});
+
+describe.skipIf(skip)('vmsandbox under s6: crash loops and duplicate starts', () => {
+  beforeAll(() => ensureNative());
+  afterEach(async () => {
+    const f = fx;
+    fx = null;
+    if (!f) return;
+    await f.scan.stop();
+    forceCleanup(f.vm);
+    rmSync(failuresPath(f.vm.name), { force: true });
+    rmSync(join(f.scan.dir, '..'), { recursive: true, force: true });
+  });
+  afterAll(() => removeTestParents());
+
+  it('a vmm that crashes at once on every start: exit 4 three times, then finish says 125 and s6 stops restarting it', async () => {
+    const f = await setup({ vmmArgv: ['/bin/sh', '-c', 'echo "vmm: cannot open the kernel image" >&2; exit 1'] });
+    const t = Date.now();
+    await f.scan.svc(NAME, '-u');
+    await until(f, 'finish 125', () => f.records().some((r) => r.event === 'finish' && r.exitCode === 125), 20_000);
+    const loopMs = Date.now() - t;
+    await sleep(2500);
+    const finishes = f.records().filter((r) => r.event === 'finish');
+    expect(finishes.map((r) => r.runExitCode)).toEqual([4, 4, 4]);
+    expect(finishes.map((r) => r.exitCode)).toEqual([0, 0, 125]);
+    expect(finishes.every((r) => typeof r.uptimeMs === 'number' && r.uptimeMs < 10_000)).toBe(true);
+    expect(String(finishes[2]!.msg)).toMatch(/3 in a row \(exit codes 4, 4, 4\): a crash loop, not restarting/);
+    expect(await f.scan.svstat(NAME)).toMatchObject({ up: false, exitcode: 4 });
+    expect(existsSync(failuresPath(f.vm.name))).toBe(false);
+    expect(await settled(f.vm)).toEqual([]);
+    console.log(`s6: crash loop (vmm exits at once) stopped after 3 starts, ${loopMs} ms after s6-svc -u`);
+  });
+
+  it('a second start of a running VM (a manager started by hand) exits 101, changes nothing, and is not retried forever', async () => {
+    const f = await setup();
+    // The VM is owned by a manager outside s6.
+    const byHand = spawn(join(repoRoot, 'bin', 'vmsandbox'), ['run', f.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    byHand.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => byHand.on('exit', (c) => r(c)));
+    for (const start = Date.now(); !/"event":"ready"/.test(out); await sleep(20)) {
+      if (Date.now() - start > 15_000) throw new Error(`the manager started by hand is not ready:\n${out}`);
+    }
+    const vmmPid = (JSON.parse(out.split('\n').find((l) => l.includes('"state":"running"'))!) as { services: { vmm: number } }).services.vmm;
+    await f.scan.svc(NAME, '-u');
+    await until(f, 'finish 125', () => f.records().some((r) => r.event === 'finish' && r.exitCode === 125), 20_000);
+    const refusals = f.records().filter((r) => r.exitCode === 101 && r.owner);
+    expect(refusals).toHaveLength(3);
+    expect(String(refusals[0]!.msg)).toContain(`is already running (manager pid ${byHand.pid}`);
+    expect(f.records().filter((r) => r.event === 'finish').map((r) => r.exitCode)).toEqual([1, 1, 125]);
+    // The VM of the manager started by hand is untouched and stops cleanly.
+    expect(alive(vmmPid)).toBe(true);
+    byHand.kill('SIGTERM');
+    expect(await exited, out).toBe(0);
     expect(await settled(f.vm)).toEqual([]);
   });
 });
