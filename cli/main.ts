@@ -11,9 +11,10 @@ usage:
   vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]
                                          build the VM's sandbox, run its services (root): s6's run script;
                                          readiness on fd N; SIGTERM stops, SIGINT or a second SIGTERM forces
-  vmsandbox finish CONFIG [EXITCODE [SIGNAL]]
-                                         s6's finish script: remove what a killed manager left; 125 = do
-                                         not restart (config invalid, or setup failed 3 times in a row)
+  vmsandbox finish CONFIG [EXITCODE [SIGNAL]] [--force]
+                                         s6's finish script: remove what a dead manager left (refuses a
+                                         live VM; --force kills it); 125 = do not restart (config
+                                         invalid, or 3 early failures in a row: a crash loop)
   vmsandbox check CONFIG [--json]        validate a config file
   vmsandbox schema                       print the config's JSON Schema
   vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--config FILE] [--engine lean|xstate]
@@ -28,7 +29,8 @@ usage:
 
 exit codes: 0 ok, 1 a check failed, 2 usage error, 100 invalid config;
   run: 0 stopped, 2 forced, 3 powered off, 4 service crashed, 5 init died, 6 supervisor died,
-  7 teardown failed, 100 config invalid, 111 setup failed (docs/s6.md).
+  7 teardown failed, 100 config invalid, 101 already running (another manager owns the VM),
+  111 setup failed (docs/s6.md); finish: 0, 1 refused (the VM is live), 125 do not restart.
 docs: docs/architecture.md, docs/config.md, docs/s6.md, docs/simulation.md
 `;
 

@@ -10,12 +10,16 @@ import { parseArgs } from 'node:util';
 import { createActor, toPromise } from 'xstate';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { readyOf, vmmOf, type VmConfig } from '../config/types.js';
+import { claimRuntimeDir } from '../effects/linux/backend.js';
 import { createLinuxBackend } from '../effects/linux/index.js';
+import { linuxOwnership } from '../effects/linux/owner.js';
+import { claimVm, describeHolder, describeJournal, journalIsEmpty, phaseOf, type Claim, type Phase, type VmLock } from '../effects/owner.js';
 import type { KernelEvent } from '../effects/port.js';
 import { bindEffects } from '../machines/bindBackend.js';
 import { transitionInspector } from '../machines/observe.js';
 import { EXIT_CODES } from '../machines/outcome.js';
 import { CLEANUP_MS, type SandboxOutput } from '../machines/sandbox.js';
+import { removeLeftovers } from './leftovers.js';
 import { createLogger, logTransition, type Logger } from './log.js';
 import { describeReady, waitReady } from './ready.js';
 import { publishStatus } from './status.js';
@@ -95,6 +99,20 @@ export async function runMain(argv: string[]): Promise<number> {
     log.error({ reason: 'not root' }, 'vmsandbox run needs root: it creates namespaces, mounts and cgroups and drops to the services\' uids');
     return EXIT_CODES.setupFailed;
   }
+  // Refuse, before creating anything, what `vmsandbox check` would refuse (cli/preflight.ts).
+  const refused = await (await import('./preflight.js')).preflight(config, log);
+  if (refused !== null) return refused;
+
+  // ---- one owner per VM: take its lock before touching anything ----
+  const lock = await takeVm(config, log);
+  if (typeof lock === 'number') return lock;
+  try {
+    claimRuntimeDir(config, lock);
+  } catch (e) {
+    log.error({ reason: (e as Error).message, exitCode: EXIT_CODES.setupFailed }, `setup refused: ${(e as Error).message}`);
+    endOwnership(lock, EXIT_CODES.setupFailed);
+    return EXIT_CODES.setupFailed;
+  }
 
   // Transitions and events also go to a root-only socket in the runtime dir (vmsandbox inspect).
   const status = await publishStatus({ config, log: (msg) => log.warn({ detail: msg }, msg) });
@@ -105,11 +123,20 @@ export async function runMain(argv: string[]): Promise<number> {
     handleSignals: true,
     parentDeathSignal: PARENT_DEATH_SIGNAL,
     log: (msg) => log.warn({ detail: msg }, msg),
+    journal: lock,
   });
   let errors = 0;
+  let phase: Phase = 'starting';
   const actor = createActor(bindEffects(backend.effects), {
     input: { config },
     inspect: transitionInspector((r) => {
+      // The lock's record says where the owner is (a new manager waits for one that is stopping),
+      // updated before the log says so.
+      const now = phaseOf(r.state, phase);
+      if (now !== phase) {
+        phase = now;
+        lock.update({ phase, stopBy: phase === 'stopping' ? Date.now() + stopBoundMs(config) + WATCHDOG_SLACK_MS : null });
+      }
       logTransition(log, r, errors);
       status.record(r);
       errors = r.errors;
@@ -153,9 +180,11 @@ export async function runMain(argv: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof SupervisorError)) throw e;
     sub.unsubscribe();
+    await status.close();
+    await backend.effects.cleanup({ config }, AbortSignal.timeout(CLEANUP_MS)).catch((c: Error) => log.warn({ detail: c.message }, c.message));
     backend.dispose();
     log.error({ exitCode: EXIT_CODES.configInvalid }, e.message);
-    await status.close();
+    endOwnership(lock, EXIT_CODES.configInvalid);
     return EXIT_CODES.configInvalid;
   }
   log.info({ supervisor: { pid: supervisor.pid, comm: supervisor.comm, source: supervisor.source }, notifyFd: notifyArg ?? null }, `supervisor: ${supervisor.comm} (pid ${supervisor.pid})`);
@@ -196,9 +225,53 @@ export async function runMain(argv: string[]): Promise<number> {
   process.off('SIGHUP', onHup);
   process.off('SIGCONT', onCont);
   if (notifyFd !== null) closeSync(notifyFd);
+  endOwnership(lock, output.exitCode);
   const level = output.exitCode === 0 ? 'info' : 'error';
-  log[level]({ outcome: output.outcome, exitCode: output.exitCode, errors: output.errors }, `exit ${output.exitCode}: ${output.outcome}${output.errors.length ? `: ${output.errors[0]}` : ''}`);
+  log[level]({ outcome: output.outcome, exitCode: output.exitCode, errors: output.errors, stopRequests: output.stopRequests }, `exit ${output.exitCode}: ${output.outcome}${output.errors.length ? `: ${output.errors[0]}` : ''}`);
   return output.exitCode;
+}
+
+/**
+ * Take the VM's lock: wait for an owner that is stopping, refuse any other (exit 101, nothing
+ * touched), and remove what a dead owner left (its journal) before this run builds anything.
+ * Returns the lock, or the exit code to end with.
+ */
+async function takeVm(config: VmConfig, log: Logger): Promise<VmLock | number> {
+  let claim: Claim;
+  try {
+    claim = await claimVm(linuxOwnership(), config, { pid: process.pid }, {
+      onWait: (h, ms) => log.info({ owner: h }, `vm ${config.name}: the previous manager (pid ${h.pid}) is stopping; waiting up to ${ms} ms for it`),
+    });
+  } catch (e) {
+    log.error({ reason: (e as Error).message, exitCode: EXIT_CODES.setupFailed }, `cannot take the lock of vm ${config.name}: ${(e as Error).message}`);
+    return EXIT_CODES.setupFailed;
+  }
+  if (!claim.ok) {
+    const code = EXIT_CODES.alreadyRunning;
+    log.error({ owner: claim.holder, exitCode: code }, `${describeHolder(claim, config)}: this run changes nothing (exit ${code})`);
+    return code;
+  }
+  const lock = claim.lock;
+  const stale = lock.journal();
+  if (!journalIsEmpty(stale)) {
+    const prev = lock.previous;
+    const who = prev ? `a manager (pid ${prev.pid}) that ended without tearing down (last seen ${prev.phase})` : 'an earlier run';
+    const r = await removeLeftovers(config, lock, (msg) => log.warn({ detail: msg }, msg));
+    if (r.problems.length) {
+      const why = `vm ${config.name}: could not remove what ${who} left (${describeJournal(stale).join(', ')}): ${r.problems.join('; ')}`;
+      log.error({ reason: why, exitCode: EXIT_CODES.setupFailed }, why);
+      endOwnership(lock, EXIT_CODES.setupFailed);
+      return EXIT_CODES.setupFailed;
+    }
+    log.warn({ event: 'stale', previous: prev, removed: r.removed }, `vm ${config.name}: removed what ${who} left: ${r.removed.join(', ') || 'nothing was there any more'}`);
+  }
+  return lock;
+}
+
+/** Record how this run ended in the lock (finish reads it), then let the lock go. */
+function endOwnership(lock: VmLock, exitCode: number): void {
+  lock.update({ phase: 'ended', exitCode, endedAt: Date.now(), stopBy: null });
+  lock.release();
 }
 
 /** Write s6's readiness newline (exactly once, then close the fd) and log the "ready" record. */

@@ -36,6 +36,16 @@ export function describeJournal(j: Journal): string[] {
 
 export type Phase = 'starting' | 'running' | 'stopping' | 'ended' | 'finish';
 
+/**
+ * The phase a manager's record shows while its machine is in `state` (a transition record's state
+ * string): 'running' in running, 'stopping' from the first teardown state on (its teardown is
+ * bounded, so a new manager waits for it), else unchanged. cli/run.ts and the simulator use it.
+ */
+export function phaseOf(state: string, current: Phase): Phase {
+  if (state === 'running') return 'running';
+  return state.startsWith('gracefulStop') || state.startsWith('timeoutKill') || state.startsWith('cleanup') ? 'stopping' : current;
+}
+
 /** What the holder of a VM's lock says about itself (readable by anyone who fails to take it). */
 export interface OwnerRecord {
   vm: string;

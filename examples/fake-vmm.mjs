@@ -6,9 +6,13 @@
 // button handler, then QEMU exiting). Plain node, no dependencies: it runs as the vmm's uid under
 // the vmm's Landlock rules (read access to node and to this file is all it needs).
 //
-// usage: fake-vmm.mjs --qmp PATH [--powerdown-ms MS] [--ignore-powerdown] [--boot-ms MS]
+// usage: fake-vmm.mjs --qmp PATH [--powerdown-ms MS] [--ignore-powerdown] [--boot-ms MS] [--arm-ms MS] [--qmp-gone-ms MS]
 //   --boot-ms          wait this long before the QMP socket appears (default 300: "booting")
 //   --ignore-powerdown answer system_powerdown but never exit (a guest without a power-button handler)
+//   --arm-ms           the guest arms its power button this long after the start (default 0): a
+//                      system_powerdown before that is answered but dropped, as a booting guest drops it
+//   --qmp-gone-ms      once shutting down, close and remove the QMP socket this long before exiting
+//                      (default 0), so a request in that window gets ENOENT, as from an exiting QEMU
 
 import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -20,10 +24,14 @@ const { values } = parseArgs({
     'powerdown-ms': { type: 'string', default: '150' },
     'boot-ms': { type: 'string', default: '300' },
     'ignore-powerdown': { type: 'boolean', default: false },
+    'arm-ms': { type: 'string', default: '0' },
+    'qmp-gone-ms': { type: 'string', default: '0' },
   },
 });
+const startedAt = Date.now();
+let powerdowns = 0;
 if (!values.qmp) {
-  process.stderr.write('usage: fake-vmm.mjs --qmp PATH [--powerdown-ms MS] [--ignore-powerdown] [--boot-ms MS]\n');
+  process.stderr.write('usage: fake-vmm.mjs --qmp PATH [--powerdown-ms MS] [--ignore-powerdown] [--boot-ms MS] [--arm-ms MS] [--qmp-gone-ms MS]\n');
   process.exit(2);
 }
 const say = (msg) => process.stdout.write(`fake-vmm[${process.pid}]: ${msg}\n`);
@@ -61,12 +69,26 @@ const server = createServer((conn) => {
         reply({ return: { status: poweringDown ? 'shutdown' : 'running', running: !poweringDown } });
       } else if (name === 'system_powerdown') {
         reply({ return: {} });
+        powerdowns++;
+        const sinceStart = Date.now() - startedAt;
         if (values['ignore-powerdown']) {
           say('system_powerdown received: ignored (this guest has no power button handler)');
-        } else if (!poweringDown) {
+        } else if (sinceStart < Number(values['arm-ms'])) {
+          say(`system_powerdown #${powerdowns} received ${sinceStart} ms after start: dropped (the guest arms its power button at ${values['arm-ms']} ms)`);
+        } else if (poweringDown) {
+          say(`system_powerdown #${powerdowns} received: already shutting down`);
+        } else {
           poweringDown = true;
-          say(`system_powerdown received: guest shutting down, exiting in ${values['powerdown-ms']} ms`);
+          say(`system_powerdown received: guest shutting down, exiting in ${values['powerdown-ms']} ms (request #${powerdowns}, ${sinceStart} ms after start)`);
           reply({ event: 'POWERDOWN', timestamp: now() });
+          const gone = Number(values['qmp-gone-ms']);
+          if (gone > 0) {
+            setTimeout(() => {
+              server.close();
+              rmSync(values.qmp, { force: true });
+              say(`QMP socket closed and removed, ${gone} ms before exiting`);
+            }, Math.max(0, Number(values['powerdown-ms']) - gone));
+          }
           setTimeout(() => {
             say('guest powered off: exiting 0');
             process.exit(0);

@@ -2,7 +2,7 @@
 //
 // Setup:    setupNamespaces → mount → landlock → cgroup → launch (one service at a time)
 // Life:     running
-// Teardown: gracefulStop → timeoutKill → cleanup → stopped | failed
+// Teardown: gracefulStop (vmm: requesting ⇄ waiting, then services) → timeoutKill → cleanup → stopped | failed
 //
 // The machine holds data only. Every effect is an actor named after a port operation
 // (effects/port.ts) and supplied by a backend through provide() — see bindBackend.ts.
@@ -11,6 +11,7 @@
 
 import { and, assign, fromPromise, setup } from 'xstate';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
+import { vmmOf } from '../config/types.js';
 import type { KernelEvent, LandlockReport, LaunchResult } from '../effects/port.js';
 import { describeError } from '../effects/port.js';
 import type { Outcome } from './outcome.js';
@@ -18,6 +19,18 @@ import { exitCodeFor } from './outcome.js';
 
 /** Fixed bound on the cleanup step (rmdir with retries), on top of the configured deadlines. */
 export const CLEANUP_MS = 2000;
+
+/**
+ * How long after a stop request to the guest was answered the machine sends it again (qmp,
+ * cloudHypervisorApi, command; a signal is sent once). A guest still booting has not armed its
+ * power button yet and drops the request: under TCG the test guest arms it 2.5–3.5 s after QEMU
+ * starts, but the VM is "ready" (QMP answers) after 0.15 s, so an `s6-svc -d` right after
+ * `s6-svc -u` would otherwise always be forced after stopMs. One second: a guest powers off at
+ * most about a second after it can (well inside the 10–20 s stopMs VMs use, so several repeats
+ * fit), and a repeat costs one QMP/API connection or one short command, not a busy loop; a second
+ * press on a guest that is already shutting down is harmless (its handler is already running).
+ */
+export const STOP_REPEAT_MS = 1000;
 
 export interface SandboxContext {
   config: VmConfig;
@@ -35,6 +48,8 @@ export interface SandboxContext {
   /** The reason for the most recent transition worth telling an operator. */
   reason: string | null;
   stopRequested: boolean;
+  /** Stop requests made to the vmm during the graceful stop (answered or failed; not one cut short). */
+  stopRequests: number;
   teardownFailed: boolean;
 }
 
@@ -52,6 +67,12 @@ function launchOrder(config: VmConfig): string[] {
 
 function serviceNamed(config: VmConfig, name: string): ServiceConfig | undefined {
   return config.services.find((s) => s.name === name);
+}
+
+/** The vmm's stop method as the log names it: "qmp", "signal SIGTERM", … */
+function stopMethodName(config: VmConfig): string {
+  const how = vmmOf(config).stop;
+  return 'signal' in how ? `signal ${how.signal}` : Object.keys(how)[0]!;
 }
 
 function describeExit(e: { code: number | null; signal: string | null }): string {
@@ -89,6 +110,7 @@ export const sandboxMachine = setup({
     stopDeadline: ({ context }) => context.config.timeouts.stopMs,
     killDeadline: ({ context }) => context.config.timeouts.killMs,
     cleanupDeadline: CLEANUP_MS,
+    stopRepeat: STOP_REPEAT_MS,
   },
   guards: {
     moreToLaunch: ({ context }) => context.next < context.order.length,
@@ -99,6 +121,10 @@ export const sandboxMachine = setup({
     exitIgnored: ({ context, event }) =>
       event.type === 'SERVICE_EXITED' && serviceNamed(context.config, event.service)?.onExit === 'ignore',
     vmmGone: ({ context }) => !(context.order[context.order.length - 1]! in context.pids),
+    /** No stop request has been answered or failed yet: this failure is the first request's. */
+    firstStopRequest: ({ context }) => context.stopRequests === 0,
+    /** The stop method asks the guest (qmp, API, command): repeat it. A signal is sent once. */
+    stopRepeats: ({ context }) => !('signal' in vmmOf(context.config).stop),
     clean: ({ context }) =>
       !context.teardownFailed &&
       (context.outcome === null ||
@@ -142,6 +168,22 @@ export const sandboxMachine = setup({
         reason: why,
       };
     }),
+    /** A stop request was answered: count it and say so. */
+    stopRequestSent: assign(({ context }) => ({
+      stopRequests: context.stopRequests + 1,
+      reason: `stop request ${context.stopRequests + 1} sent (${stopMethodName(context.config)})`,
+    })),
+    /**
+     * A repeated stop request failed. Usually the vmm is exiting (its QMP or API socket closed:
+     * ECONNRESET, ECONNREFUSED, ENOENT): not a reason to force it; noted, and the wait goes on.
+     */
+    stopRepeatFailed: assign(({ context, event }) => ({
+      stopRequests: context.stopRequests + 1,
+      reason:
+        `stop request ${context.stopRequests + 1} failed (${stopMethodName(context.config)}): ` +
+        `${describeError((event as { error?: unknown }).error)}; not forcing: waiting for the vmm to exit`,
+    })),
+    countStopRequest: assign(({ context }) => ({ stopRequests: context.stopRequests + 1 })),
     recordForced: assign(({ context }) => ({
       // A forced stop only changes a requested stop's outcome; a crash stays a crash.
       outcome: context.outcome === 'stopped' || context.outcome === null ? 'forced' : context.outcome,
@@ -160,6 +202,7 @@ export const sandboxMachine = setup({
     errors: [],
     reason: null,
     stopRequested: false,
+    stopRequests: 0,
     teardownFailed: false,
   }),
   initial: 'setup',
@@ -299,7 +342,7 @@ export const sandboxMachine = setup({
       },
     },
     gracefulStop: {
-      description: 'Ask the vmm to stop, then SIGTERM the others; bounded by timeouts.stopMs.',
+      description: 'Ask the vmm to stop (a request to the guest again every second), then SIGTERM the others; bounded by timeouts.stopMs.',
       initial: 'vmm',
       after: {
         stopDeadline: {
@@ -325,18 +368,34 @@ export const sandboxMachine = setup({
       },
       states: {
         vmm: {
+          description: 'Ask the vmm to stop; a request to the guest is repeated every STOP_REPEAT_MS until the vmm exits.',
+          initial: 'requesting',
           always: { guard: 'vmmGone', target: 'services' },
-          invoke: {
-            id: 'requestStop',
-            src: 'requestStop',
-            input: ({ context }) => ({ config: context.config }),
-            onError: {
-              target: '#vmsandbox.timeoutKill',
-              actions: ['recordForced', { type: 'effectFailed', params: { step: 'requestStop', setup: false } }],
-            },
-          },
           on: {
             SERVICE_EXITED: [{ guard: 'isVmmExit', target: 'services', actions: 'recordExit' }, { actions: 'recordExit' }],
+          },
+          states: {
+            requesting: {
+              invoke: {
+                id: 'requestStop',
+                src: 'requestStop',
+                input: ({ context }) => ({ config: context.config }),
+                onDone: { target: 'waiting', actions: 'stopRequestSent' },
+                onError: [
+                  // The first request failing means the stop cannot be asked for at all: force it.
+                  {
+                    guard: 'firstStopRequest',
+                    target: '#vmsandbox.timeoutKill',
+                    actions: ['countStopRequest', 'recordForced', { type: 'effectFailed', params: { step: 'requestStop', setup: false } }],
+                  },
+                  // A repeat failing most likely raced the vmm's exit: keep waiting (stopMs still bounds it).
+                  { target: 'waiting', actions: 'stopRepeatFailed' },
+                ],
+              },
+            },
+            waiting: {
+              after: { stopRepeat: { guard: 'stopRepeats', target: 'requesting' } },
+            },
           },
         },
         services: {
@@ -407,6 +466,7 @@ export const sandboxMachine = setup({
     exitCode: exitCodeFor(context.outcome, context.teardownFailed),
     errors: context.errors,
     teardownFailed: context.teardownFailed,
+    stopRequests: context.stopRequests,
   }),
 });
 
@@ -415,6 +475,8 @@ export interface SandboxOutput {
   exitCode: number;
   errors: string[];
   teardownFailed: boolean;
+  /** How many stop requests the graceful stop made (0 when there was none; a signal is sent once). */
+  stopRequests: number;
 }
 
 function describeExitOf(event: SandboxEvent): string {

@@ -94,7 +94,7 @@ describe('vmsandbox CLI', () => {
     expect(states).toEqual([
       'setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup',
       'setup.launch', 'running',
-      'gracefulStop.vmm', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped',
+      'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped',
     ]);
     expect(lines.filter((l) => /^launched /.test(l.reason ?? '')).map((l) => l.reason)).toEqual([
       expect.stringMatching(/^launched virtiofsd \(pid \d+\)$/),

@@ -6,7 +6,7 @@ import type { ServiceConfig, VmConfig } from '../config/types.js';
 import { stateString } from '../machines/observe.js';
 import { EXIT_CODES } from '../machines/outcome.js';
 import type { SandboxEvent } from '../machines/sandbox.js';
-import { sandboxMachine } from '../machines/sandbox.js';
+import { sandboxMachine, STOP_REPEAT_MS } from '../machines/sandbox.js';
 
 type Snap = ReturnType<typeof initialTransition<typeof sandboxMachine>>[0];
 
@@ -74,16 +74,68 @@ describe('sandbox machine (pure)', () => {
 
   it('stops gracefully: vmm first, then the others, then kill and cleanup; exit 0', () => {
     const { snap, states } = run([...SETUP, STOP, exited('vmm'), done('terminateServices'), done('killAll'), done('cleanup')]);
-    expect(states.slice(-5)).toEqual(['gracefulStop.vmm', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped']);
+    expect(states.slice(-5)).toEqual(['gracefulStop.vmm.requesting', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped']);
     expect(snap.status).toBe('done');
     expect(snap.output).toMatchObject({ outcome: 'stopped', exitCode: EXIT_CODES.stopped, errors: [] });
   });
 
   it('forces the stop when the vmm misses stopMs; exit 2, final state stopped', () => {
     const { snap, states } = run([...SETUP, STOP, after('stopDeadline', 'gracefulStop'), done('killAll'), done('cleanup')]);
-    expect(states.slice(-4)).toEqual(['gracefulStop.vmm', 'timeoutKill', 'cleanup', 'stopped']);
+    expect(states.slice(-4)).toEqual(['gracefulStop.vmm.requesting', 'timeoutKill', 'cleanup', 'stopped']);
     expect(snap.output).toMatchObject({ outcome: 'forced', exitCode: EXIT_CODES.forced, errors: [] });
     expect(snap.context.reason).toBe('graceful stop did not finish within 10000 ms');
+  });
+
+  describe('the stop request to the guest is repeated (STOP_REPEAT_MS) until the vmm exits', () => {
+    const qmpConfig: VmConfig = { ...config, services: config.services.map((s) => (s.vmm ? { ...s, stop: { qmp: '/run/q.sock' } } : s)) };
+    const start = (cfg: VmConfig) => {
+      let [snap] = initialTransition(sandboxMachine, { config: cfg });
+      for (const ev of [...SETUP, STOP]) [snap] = transition(sandboxMachine, snap, ev);
+      return snap;
+    };
+    const REPEAT = after('stopRepeat', 'gracefulStop.vmm.waiting');
+
+    it('qmp: requested again after each interval; each one counted and told; the vmm exit ends it: exit 0', () => {
+      const { snap, states } = run([done('requestStop'), REPEAT, done('requestStop'), REPEAT, done('requestStop'), exited('vmm'), done('terminateServices'), done('killAll'), done('cleanup')], start(qmpConfig));
+      expect(STOP_REPEAT_MS).toBe(1000);
+      expect(states.slice(0, 7)).toEqual(['gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.services']);
+      expect(snap.output).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [], stopRequests: 3 });
+    });
+
+    it('the reason names each request', () => {
+      const { snap } = run([done('requestStop'), REPEAT, done('requestStop')], start(qmpConfig));
+      expect(snap.context.reason).toBe('stop request 2 sent (qmp)');
+    });
+
+    it('a repeat that fails (the vmm is exiting) does not force: noted, and the wait goes on', () => {
+      const { snap, states } = run([done('requestStop'), REPEAT, error('requestStop', 'ECONNRESET: QMP closed'), exited('vmm'), done('terminateServices'), done('killAll'), done('cleanup')], start(qmpConfig));
+      expect(states.slice(0, 4)).toEqual(['gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting']);
+      expect(snap.output).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [], stopRequests: 2 });
+    });
+
+    it('a failed repeat is in the reason; the deadline still forces', () => {
+      const { snap } = run([done('requestStop'), REPEAT, error('requestStop', 'ECONNRESET: QMP closed')], start(qmpConfig));
+      expect(snap.context.reason).toMatch(/^stop request 2 failed \(qmp\): .*ECONNRESET: QMP closed.*not forcing/);
+      const [end] = transition(sandboxMachine, snap, after('stopDeadline', 'gracefulStop'));
+      expect(stateString(end.value)).toBe('timeoutKill');
+      expect(end.context.outcome).toBe('forced');
+    });
+
+    it('the first request failing still forces at once, as before', () => {
+      const { snap, states } = run([error('requestStop', 'ECONNRESET: QMP closed')], start(qmpConfig));
+      expect(states.at(-1)).toBe('timeoutKill');
+      expect(snap.context.outcome).toBe('forced');
+      expect(snap.context.errors).toEqual(['requestStop failed: ECONNRESET: QMP closed']);
+      expect(snap.context.stopRequests).toBe(1);
+    });
+
+    it('a signal is sent once: the interval passing does not send it again', () => {
+      const { snap, states, spawned } = run([done('requestStop'), REPEAT, REPEAT], start(config));
+      expect(states).toEqual(['gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.vmm.waiting', 'gracefulStop.vmm.waiting']);
+      expect(spawned).toEqual([]);
+      expect(snap.context.stopRequests).toBe(1);
+      expect(snap.context.reason).toBe('stop request 1 sent (signal SIGTERM)');
+    });
   });
 
   it('a second stop request during the graceful stop forces it', () => {
@@ -152,7 +204,7 @@ describe('sandbox machine (pure)', () => {
 
   it('a crashing service with onExit "stop" stops the VM gracefully', () => {
     const { snap, states } = run([...SETUP, exited('virtiofsd', 1)]);
-    expect(states.at(-1)).toBe('gracefulStop.vmm');
+    expect(states.at(-1)).toBe('gracefulStop.vmm.requesting');
     expect(snap.context.outcome).toBe('serviceCrashed');
   });
 

@@ -8,11 +8,13 @@
 //   namespace, uid drop, caps, no_new_privs, Landlock, cgroup leaf via CLONE_INTO_CGROUP), reaping,
 //   exit reports, signals by service name.
 
+import { existsSync, mkdirSync } from 'node:fs';
 import { chown, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
 import { vmmOf } from '../../config/types.js';
+import { memoryJournal, type JournalStore } from '../owner.js';
 import type { Backend, EffectInput, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../port.js';
 import { EffectError } from '../port.js';
 import {
@@ -44,7 +46,8 @@ import {
   waitPidfd,
 } from './native.js';
 import { describeOp, landlockRules, opArgs, planMounts, serviceRuntimeDir, spawnFields } from './plan.js';
-import { InitClient, type InitMessage } from './protocol.js';
+import { explainedError, explainMountError, explainSpawnStep } from './explain.js';
+import { InitClient, InitStepError, type InitMessage } from './protocol.js';
 import { qmpCommand } from './qmp.js';
 import { cloudHypervisorPowerButton, runStopCommand } from './stop.js';
 
@@ -63,6 +66,13 @@ export interface LinuxBackendOptions {
   parentDeathSignal?: NodeJS.Signals;
   /** Diagnostics (skipped optional limits, ...). */
   log?: (msg: string) => void;
+  /**
+   * Where the backend journals what it creates (the VM's cgroup, the runtime directory) before
+   * creating it; killAll and cleanup act on exactly what is journalled. `vmsandbox run` and
+   * `finish` pass the VM's lock (effects/linux/owner.ts), so a later owner finds what a dead one
+   * left. Default: memory (this backend's own run only).
+   */
+  journal?: JournalStore;
 }
 
 /** What the backend knows about a running service. */
@@ -151,8 +161,31 @@ async function findHostPid(leafDir: string, nsPid: number): Promise<{ pid: numbe
   return null;
 }
 
+/**
+ * Create the runtime directory (journalled first), or accept it if the journal says a run of this
+ * VM created it. One that exists and is not journalled is not ours: refused. Idempotent. (`run`
+ * calls it before the machine starts, for its status socket; the mount step calls it again.)
+ */
+export function claimRuntimeDir(config: VmConfig, store: JournalStore): void {
+  const dir = config.runtimeDir;
+  const j = store.journal();
+  if (j.runtimeDir !== dir) {
+    if (existsSync(dir)) {
+      throw new EffectError(
+        'mount',
+        'EEXIST',
+        `runtime dir ${dir} (runtimeDir) exists, and no run of vm ${config.name} created it (a leftover of an older vmsandbox, ` +
+          `or not vmsandbox's): see what it holds and remove it, or \`vmsandbox finish --force CONFIG\` removes it`,
+      );
+    }
+    store.setJournal({ ...j, runtimeDir: dir });
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+}
+
 export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions = {}): LinuxBackend {
   const log = opts.log ?? (() => undefined);
+  const store = opts.journal ?? memoryJournal();
   const initPath = opts.initPath ?? join(nativeBuildDir(), 'vmsandbox-init');
   const subject = new Subject<KernelEvent>();
   const events$: Observable<KernelEvent> = subject.asObservable();
@@ -256,9 +289,20 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
     createNamespaces: (_input: EffectInput, signal) =>
       serialize('createNamespaces', signal, async () => {
         const dir = cgroupDir();
-        if ((await isPopulated(dir)) === true) {
-          throw new EffectError('createNamespaces', 'EBUSY', `${dir} still has processes from an earlier run: run its cleanup (vmsandbox finish) first`);
+        const j = store.journal();
+        if (j.cgroup !== dir && existsSync(dir)) {
+          throw new EffectError(
+            'createNamespaces',
+            'EEXIST',
+            `cgroup ${dir} exists, and no run of vm ${config.name} created it (a leftover of an older vmsandbox, or another ` +
+              `tool's): see what it holds (${dir}/cgroup.procs) and remove it, or \`vmsandbox finish --force CONFIG\` kills and removes it`,
+          );
         }
+        // Journalled by an earlier run and still populated: its teardown did not finish.
+        if ((await isPopulated(dir)) === true) {
+          throw new EffectError('createNamespaces', 'EBUSY', `cgroup ${dir} still has processes of an earlier run of vm ${config.name}: \`vmsandbox finish CONFIG\` removes them`);
+        }
+        if (j.cgroup !== dir) store.setJournal({ ...j, cgroup: dir });
         await mkdirCgroup(join(dir, INIT_LEAF));
         if (signal.aborted) throw aborted('createNamespaces');
         const vmFd = openDirPath('createNamespaces', dir);
@@ -292,7 +336,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
     mount: (_input, signal) =>
       serialize('mount', signal, async () => {
         const c = requireClient('mount');
-        await mkdir(config.runtimeDir, { recursive: true, mode: 0o755 });
+        claimRuntimeDir(config, store);
         for (const s of config.services) {
           const d = serviceRuntimeDir(config, s);
           await mkdir(d, { recursive: true, mode: 0o755 });
@@ -303,9 +347,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
           try {
             await abortable('mount', c.request('mount', op.verb, ...opArgs(op)), signal);
           } catch (e) {
-            if (e instanceof EffectError && e.errno !== 'ECANCELED') {
-              throw new EffectError('mount', e.errno, `${describeOp(op)}: ${e.message}`);
-            }
+            if (e instanceof EffectError && e.errno !== 'ECANCELED') throw explainMountError(config, op, describeOp(op), e);
             throw e;
           }
         }
@@ -317,12 +359,14 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         const degraded = LANDLOCK_FEATURES.filter(([v]) => found < v).map(([, what]) => what);
         if (found < config.landlock.minAbi) {
           if (!config.landlock.allowDegraded) {
-            throw new EffectError(
-              'landlock',
-              'ENOTSUP',
-              `the kernel offers Landlock ABI ${found}, the config needs ${config.landlock.minAbi} ` +
-                `(missing: ${degraded.join(', ') || 'none'}); upgrade the kernel or set landlock.allowDegraded`,
-            );
+            const min = config.landlock.minAbi;
+            throw explainedError('landlock', 'ENOTSUP', null, {
+              object: 'Landlock',
+              field: 'landlock.minAbi',
+              fix:
+                `the kernel offers Landlock ABI ${found}, the config needs ${min} (missing: ${degraded.join(', ') || 'none'}): ` +
+                `use a kernel with Landlock ABI ${min} (and "landlock" in lsm=), lower landlock.minAbi, or set landlock.allowDegraded`,
+            });
           }
           log(`landlock: running degraded at ABI ${found}: ${degraded.join(', ')}`);
         }
@@ -342,9 +386,10 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         }
         const optional = config.cgroup.limitsOptional;
         const skipped = await applyLimits(root!, dir, config.cgroup.limits, optional);
-        for (const s of config.services) {
+        for (const [i, s] of config.services.entries()) {
           if (signal.aborted) throw aborted('createCgroups');
-          skipped.push(...(await applyLimits(root!, join(dir, serviceLeaf(s.name)), s.limits, optional)).map((k) => `${s.name}: ${k}`));
+          const leaf = join(dir, serviceLeaf(s.name));
+          skipped.push(...(await applyLimits(root!, leaf, s.limits, optional, `services[${i}].limits`)).map((k) => `${s.name}: ${k}`));
         }
         if (skipped.length) log(`cgroup: limits skipped (controller unavailable, limitsOptional): ${skipped.join(', ')}`);
       }),
@@ -354,7 +399,11 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         const s = input.service;
         const c = requireClient('launch');
         const fields = spawnFields(config, s, abi ?? landlockAbi());
-        const [nsPidText] = await abortable('launch', c.request(`launch ${s.name}`, 'spawn', ...fields), signal);
+        const [nsPidText] = await abortable('launch', c.request(`launch ${s.name}`, 'spawn', ...fields), signal).catch((e: unknown) => {
+          if (!(e instanceof InitStepError)) throw e;
+          const leaf = join(cgroupDir(), serviceLeaf(s.name));
+          throw explainedError(`launch ${s.name}`, e.errno, e.step, explainSpawnStep(config, s, e.step, e.errno, leaf));
+        });
         const nsPid = Number(nsPidText);
         const state: ServiceState = { name: s.name, nsPid, hostPid: null, pidfd: null, exited: false };
         services.set(s.name, state);
@@ -412,8 +461,9 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
     killAll: (_input, signal) =>
       serialize('killAll', signal, async () => {
         tearingDown = true;
-        const dir = cgroupDir();
-        await killCgroup(dir);
+        // Only the journalled cgroup: one this VM's runs created. (The init lives in it.)
+        const dir = store.journal().cgroup;
+        if (dir) await killCgroup(dir);
         if (init?.pidfd != null) {
           try {
             pidfdSendSignal(init.pidfd, signalNumber('SIGKILL'));
@@ -421,7 +471,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
             if (!(e instanceof EffectError && e.errno === 'ESRCH')) throw e;
           }
         }
-        await waitUnpopulated(dir, signal);
+        if (dir) await waitUnpopulated(dir, signal);
         if (!(await waitInitGone(signal, 5000))) {
           throw new EffectError('killAll', signal.aborted ? 'ECANCELED' : 'ETIMEDOUT', `sandbox init (pid ${init?.pid}) did not exit`);
         }
@@ -435,14 +485,16 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
 
     cleanup: (_input, signal) =>
       serialize('cleanup', signal, async () => {
-        let dir: string | null = null;
-        try {
-          dir = cgroupDir();
-        } catch (e) {
-          log(`cleanup: ${(e as Error).message}`);
+        // Exactly what the journal holds, each struck off once it is gone.
+        const { cgroup, runtimeDir } = store.journal();
+        if (cgroup) {
+          await removeCgroupTree(cgroup);
+          store.setJournal({ ...store.journal(), cgroup: null });
         }
-        if (dir) await removeCgroupTree(dir);
-        await rm(config.runtimeDir, { recursive: true, force: true });
+        if (runtimeDir) {
+          await rm(runtimeDir, { recursive: true, force: true });
+          store.setJournal({ ...store.journal(), runtimeDir: null });
+        }
       }),
   };
 

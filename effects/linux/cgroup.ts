@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Limits, VmConfig } from '../../config/types.js';
 import { EffectError } from '../port.js';
+import { explainedError } from './explain.js';
 
 export const INIT_LEAF = 'init';
 
@@ -35,7 +36,12 @@ export function findCgroup2Mount(mountinfo = readFileSync('/proc/self/mountinfo'
 
 export function cgroupRoot(): string {
   const m = findCgroup2Mount();
-  if (!m) throw new EffectError('cgroup', 'ENOENT', 'no cgroup2 mount in /proc/self/mountinfo: mount cgroup2 (e.g. on /sys/fs/cgroup/unified)');
+  if (!m) {
+    throw explainedError('cgroup', 'ENOENT', null, {
+      object: 'the cgroup2 mount',
+      fix: 'there is none in /proc/self/mountinfo: mount cgroup2 (e.g. mount -t cgroup2 none /sys/fs/cgroup/unified)',
+    });
+  }
   return m;
 }
 
@@ -46,16 +52,25 @@ export function vmCgroupDir(config: VmConfig, root = cgroupRoot()): string {
   return join(root, parent, config.name);
 }
 
-function fsError(op: string, err: unknown, what: string): EffectError {
-  const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-  return new EffectError(op, code, `${what}: ${(err as Error).message}`);
+/** What an errno from cgroupfs usually means, for any cgroup file or directory. */
+function cgroupFix(code: string): string | undefined {
+  if (code === 'EACCES' || code === 'EPERM') return 'the manager must run as root, with the cgroup2 tree writable by it';
+  if (code === 'EROFS') return 'cgroup2 is mounted read-only here: mount it read-write';
+  if (code === 'ENOSPC' || code === 'EAGAIN') return "cgroup.max.descendants or cgroup.max.depth of an ancestor is reached";
+  return undefined;
 }
 
-export async function mkdirCgroup(dir: string): Promise<void> {
+/** `<op>: <what>[ (<field>)]: <ERRNO> (<meaning>)[: <fix>]`. */
+function fsError(op: string, err: unknown, what: string, field?: string, fix?: string): EffectError {
+  const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+  return explainedError(op, code, null, { object: what, field, fix: fix ?? cgroupFix(code) });
+}
+
+export async function mkdirCgroup(dir: string, field?: string): Promise<void> {
   try {
     await mkdir(dir, { recursive: true });
   } catch (e) {
-    throw fsError('cgroup', e, `mkdir ${dir}`);
+    throw fsError('cgroup', e, `mkdir ${dir}`, field);
   }
 }
 
@@ -77,7 +92,7 @@ async function readWords(path: string): Promise<string[]> {
  * EffectError naming the limit and the fix, unless `optional` (then the limit is skipped and
  * returned in the list of skipped limits).
  */
-export async function applyLimits(root: string, dir: string, limits: Limits, optional: boolean): Promise<string[]> {
+export async function applyLimits(root: string, dir: string, limits: Limits, optional: boolean, field = 'cgroup.limits'): Promise<string[]> {
   const skipped: string[] = [];
   const keys = Object.keys(limits);
   if (keys.length === 0) return skipped;
@@ -101,7 +116,14 @@ export async function applyLimits(root: string, dir: string, limits: Limits, opt
             ok = false;
             break;
           }
-          throw fsError('cgroup', e, `limit ${key}: enabling the ${ctl} controller in ${where}/cgroup.subtree_control`);
+          const busy = (e as NodeJS.ErrnoException).code === 'EBUSY';
+          throw fsError(
+            'cgroup',
+            e,
+            `limit ${key}: enabling the ${ctl} controller in ${where}/cgroup.subtree_control`,
+            `${field}[${JSON.stringify(key)}]`,
+            busy ? `${where} has processes of its own, and cgroup v2 enables a controller for children only where there are none: move them into a leaf cgroup, or set cgroup.limitsOptional` : undefined,
+          );
         }
       }
       where = join(where, rel[i]!);
@@ -111,18 +133,20 @@ export async function applyLimits(root: string, dir: string, limits: Limits, opt
         skipped.push(key);
         continue;
       }
-      throw new EffectError(
-        'cgroup',
-        'ENOTSUP',
-        `limit ${key} needs the ${ctl} controller, which the cgroup2 hierarchy at ${root} does not offer to ${dir} ` +
+      throw explainedError('cgroup', 'ENOTSUP', null, {
+        object: `limit ${key}`,
+        field: `${field}[${JSON.stringify(key)}]`,
+        fix:
+          `it needs the ${ctl} controller, which the cgroup2 hierarchy at ${root} does not offer to ${dir} ` +
           `(is it bound to a cgroup v1 hierarchy?). Fix: make the ${ctl} controller available in cgroup v2, ` +
-          `or set cgroup.limitsOptional to run without this limit.`,
-      );
+          `or set cgroup.limitsOptional to run without this limit`,
+      });
     }
     try {
       await writeFile(join(dir, key), String(limits[key]));
     } catch (e) {
-      throw fsError('cgroup', e, `limit ${key}=${limits[key]}: writing ${join(dir, key)}`);
+      const invalid = (e as NodeJS.ErrnoException).code === 'EINVAL';
+      throw fsError('cgroup', e, `limit ${key}=${limits[key]}: writing ${join(dir, key)}`, `${field}[${JSON.stringify(key)}]`, invalid ? 'the kernel refused the value' : undefined);
     }
   }
   return skipped;

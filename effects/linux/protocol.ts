@@ -31,6 +31,20 @@ export function decodeToken(t: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
+/**
+ * An `err <id> <errno> <step>` reply: the init names only the step that failed (no policy in C);
+ * the backend turns it into a message naming the config object (explain.ts).
+ */
+export class InitStepError extends EffectError {
+  constructor(
+    what: string,
+    errno: string,
+    readonly step: string,
+  ) {
+    super(what, errno, `${what} failed in the sandbox init at step ${step}`);
+  }
+}
+
 export type InitMessage =
   | { type: 'hello'; version: number; pid: number }
   | { type: 'exit'; service: string; pid: number; code: number | null; signo: number | null };
@@ -91,7 +105,7 @@ export class InitClient {
       if (!p) return;
       this.pending.delete(a!);
       if (kind === 'ok') p.resolve(t.slice(2));
-      else p.reject(new EffectError(p.what, errnoName(Number(b)), `${p.what} failed in the sandbox init at step ${c}`));
+      else p.reject(new InitStepError(p.what, errnoName(Number(b)), c ?? ''));
     } else if (kind === 'hello') {
       this.onMessage({ type: 'hello', version: Number(a), pid: Number(b) });
     } else if (kind === 'exit') {

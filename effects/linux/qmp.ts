@@ -5,7 +5,9 @@ import { EffectError } from '../port.js';
 
 /**
  * Send one QMP command. A socket that exists but does not accept yet (ECONNREFUSED: bound, not yet
- * listening; ENOENT: not created yet) is retried every 50 ms until `signal` aborts.
+ * listening; ENOENT: not created yet) is retried every 50 ms until `signal` aborts. The same errnos
+ * come from a QEMU that is exiting (its socket closed or removed): then the machine aborts the
+ * request when the vmm's exit arrives, and it settles at once (ECANCELED), never sending later.
  */
 export async function qmpCommand(path: string, command: string, signal: AbortSignal): Promise<void> {
   for (;;) {
@@ -14,19 +16,29 @@ export async function qmpCommand(path: string, command: string, signal: AbortSig
     } catch (e) {
       const errno = e instanceof EffectError ? e.errno : '';
       if ((errno !== 'ECONNREFUSED' && errno !== 'ENOENT') || signal.aborted) throw e;
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        const t = setTimeout(done, 50);
+        signal.addEventListener('abort', done, { once: true });
+      });
     }
   }
 }
 
 async function qmpOnce(path: string, command: string, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) throw new EffectError('requestStop', 'ECANCELED', `QMP ${path}: aborted`);
   const sock = connect({ path });
+  let onAbort = (): void => undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       let buf = '';
       let stage: 'greeting' | 'capabilities' | 'command' = 'greeting';
       const fail = (errno: string, why: string) => reject(new EffectError('requestStop', errno, `QMP ${path}: ${why}`));
-      const onAbort = () => fail('ECANCELED', 'aborted');
+      onAbort = () => fail('ECANCELED', 'aborted');
       signal.addEventListener('abort', onAbort, { once: true });
       sock.once('error', (e: NodeJS.ErrnoException) => fail(e.code ?? 'EIO', e.message));
       sock.once('close', () => fail('ECONNRESET', `connection closed during ${stage}`));
@@ -62,6 +74,8 @@ async function qmpOnce(path: string, command: string, signal: AbortSignal): Prom
       });
     });
   } finally {
+    // Every attempt of a retried request adds its listener: remove it, whatever the outcome.
+    signal.removeEventListener('abort', onAbort);
     sock.destroy();
   }
 }

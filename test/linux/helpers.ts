@@ -5,7 +5,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { join } from 'node:path';
 import { createActor, type Actor } from 'xstate';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
-import { linuxOwnership } from '../../effects/linux/owner.js';
+import { failuresPath, linuxOwnership, readRecord, runtimeDirLockPath, vmLockPath } from '../../effects/linux/owner.js';
 import { createLinuxBackend, type LinuxBackend } from '../../effects/linux/backend.js';
 import { findCgroup2Mount } from '../../effects/linux/cgroup.js';
 import { landlockAbi, nativeBuildDir } from '../../effects/linux/native.js';
@@ -236,6 +236,8 @@ export function forceCleanup(vm: TestVm): void {
   rmSync(vm.runtimeDir, { recursive: true, force: true });
   rmSync(vm.storage, { recursive: true, force: true });
   rmSync(vm.scratch, { recursive: true, force: true });
+  // The test VM's lock files (tests only: its name is never used again, nobody holds them now).
+  for (const f of [vmLockPath(vm.name), runtimeDirLockPath(vm.runtimeDir), failuresPath(vm.name)]) rmSync(f, { force: true });
 }
 
 function safeReaddir(dir: string): string[] {
@@ -266,6 +268,9 @@ export function leftovers(vm: TestVm): string[] {
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(vm.name) || l.includes(vm.storage) || l.includes(vm.runtimeDir));
   if (mounts.length) out.push(`mounts: ${mounts.join(' | ')}`);
   if (existsSync(vm.runtimeDir)) out.push(`runtime dir ${vm.runtimeDir}`);
+  // The VM lock's journal must be empty too: it is what the next run or finish would remove.
+  const rec = readRecord(vmLockPath(vm.name));
+  if (rec && (rec.journal.cgroup !== null || rec.journal.runtimeDir !== null)) out.push(`journal of vm ${vm.name}: ${JSON.stringify(rec.journal)}`);
   return out;
 }
 

@@ -211,7 +211,23 @@ describe('linux backend: lifecycle', () => {
     const run = start(vmConfig(vm, [service({ name: 'vmm', vmm: true, argv: ['/nonexistent/vmm'] })]), vm);
     const out = await run.done;
     expect(out.outcome).toBe('setupFailed');
-    expect(out.errors.join('\n')).toMatch(/launch vmm.*ENOENT.*execve/);
+    // The init reports only `err <id> ENOENT execve`; the message names the path and its field.
+    expect(out.errors.join('\n')).toContain(
+      'launch vmm: /nonexistent/vmm (services[0].argv[0]): ENOENT (no such file or directory) at execve: ',
+    );
+    expect(leftovers(vm)).toEqual([]);
+  });
+
+  it.skipIf(skip)('a storage directory that does not exist fails the launch naming storage and its path (clone-storage)', async () => {
+    vm = newTestVm();
+    const storage = join(vm.scratch, 'no-such-storage');
+    const run = start(vmConfig(vm, [service({ name: 'vmm', vmm: true, argv: ['/bin/sleep', '1000'], storage: 'rw' })], { storage }), vm);
+    const out = await run.done;
+    expect(out.outcome).toBe('setupFailed');
+    expect(out.errors[0]).toBe(
+      `launch failed: launch vmm: storage ${storage} (storage): ENOENT (no such file or directory) at clone-storage: ` +
+        `the directory does not exist: create it (mkdir -p ${storage})`,
+    );
     expect(leftovers(vm)).toEqual([]);
   });
 
@@ -220,7 +236,7 @@ describe('linux backend: lifecycle', () => {
     const run = start(vmConfig(vm, [SLEEPER], { landlock: { minAbi: 99, allowDegraded: false } }), vm);
     const out = await run.done;
     expect(out.outcome).toBe('setupFailed');
-    expect(out.errors.join('\n')).toMatch(/Landlock ABI \d+, the config needs 99.*allowDegraded/);
+    expect(out.errors.join('\n')).toMatch(/landlock: Landlock \(landlock\.minAbi\): ENOTSUP \(operation not supported\): the kernel offers Landlock ABI \d+, the config needs 99.*allowDegraded/);
     expect(leftovers(vm)).toEqual([]);
     forceCleanup(vm);
 
@@ -248,7 +264,7 @@ describe('linux backend: lifecycle', () => {
     } else {
       const out = await run.done;
       expect(out.outcome).toBe('setupFailed');
-      expect(out.errors.join('\n')).toMatch(/limit memory\.max needs the memory controller.*limitsOptional/);
+      expect(out.errors.join('\n')).toMatch(/limit memory\.max \(cgroup\.limits\["memory\.max"\]\): ENOTSUP \(operation not supported\): it needs the memory controller.*limitsOptional/);
     }
     expect(leftovers(vm)).toEqual([]);
     forceCleanup(vm);

@@ -216,6 +216,7 @@ describe.skipIf(skip)('one owner per VM', () => {
     expect(await first.exited, first.log()).toBe(2);
     expect(next.lines.some((l) => /the previous manager \(pid \d+\) is stopping; waiting up to \d+ ms for it/.test(String(l.msg)))).toBe(true);
     expect(alive(vmm)).toBe(true);
+    expect(await until(() => existsSync(`${vm.runtimeDir}/vmm/armed`), 5000, 20)).toBe(true);
     next.kill('SIGTERM');
     expect(await next.exited, next.log()).toBe(2);
     expect(await settled(vm)).toEqual([]);

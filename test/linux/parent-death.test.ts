@@ -158,7 +158,7 @@ describe.skipIf(skip)('the manager\'s parent dies: the manager tears everything 
     await m.waitState('running');
     expect(await until(() => existsSync(armed), 10_000)).toBe(true);
     process.kill(m.manager, 'SIGTERM');
-    await m.waitState('gracefulStop.vmm');
+    await m.waitState('gracefulStop.vmm.requesting');
     const log = await killParent(m, 2);
     expect(log.at(-1)).toMatchObject({ outcome: 'forced' });
     expect(JSON.stringify(log.at(-1)?.errors), m.context()).toMatch(/supervisor died during graceful stop/);

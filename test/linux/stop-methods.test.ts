@@ -1,7 +1,9 @@
 // Real-kernel tests of the vmm's stop methods beyond signal/qmp: cloud-hypervisor's HTTP API
-// (a fake API server that IS the vmm, running inside the sandbox) and a command run on the host.
+// (a fake API server that IS the vmm, running inside the sandbox) and a command run on the host;
+// and the stop request repeated to a guest that has not armed its power button yet (QMP, the
+// QEMU stand-in examples/fake-vmm.mjs under `vmsandbox run`).
 
-import { chownSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServiceConfig } from '../../config/types.js';
@@ -11,13 +13,16 @@ import {
   leftovers,
   newTestVm,
   removeTestParents,
+  repoRoot,
   service,
   skipReason,
+  spawnRun,
   start,
   stop,
   SYSTEM_READ,
   vmConfig,
   type Run,
+  type RunningManager,
   type TestVm,
 } from './helpers.js';
 
@@ -210,6 +215,101 @@ describe.skipIf(skip)('stop methods (real kernel)', () => {
       const out = await stop(run);
       expect(out.outcome).toBe('forced');
       expect(out.errors.join('\n')).toMatch(/requestStop.*ENOENT.*\/nonexistent\/vm-stop/);
+    });
+  });
+
+  describe('qmp: a guest that arms its power button late (fake-vmm --arm-ms, under `vmsandbox run`)', () => {
+    /** The QEMU stand-in as the vmm, stopped and probed over QMP, its guest arming after armMs. */
+    function startStandIn(vmmArgs: string[], stopMs: number): RunningManager {
+      vm = newTestVm();
+      chmodSync(vm.storage, 0o755);
+      copyFileSync(join(repoRoot, 'examples', 'fake-vmm.mjs'), join(vm.storage, 'fake-vmm.mjs'));
+      const qmp = `${vm.runtimeDir}/vmm/qmp.sock`;
+      const raw = {
+        name: vm.name,
+        storage: vm.storage,
+        runtimeDir: vm.runtimeDir,
+        timeouts: { setupMs: 10_000, stopMs, killMs: 2000 },
+        cgroup: { parent: 'vmsandbox-test' },
+        landlock: { minAbi: 1 },
+        services: [
+          { name: 'helper', argv: ['/bin/sleep', '1000'], uid: 62001, gid: 62001, landlock: { read: SYSTEM_READ, write: [] } },
+          {
+            name: 'vmm',
+            vmm: true,
+            argv: [process.execPath, `${vm.storage}/fake-vmm.mjs`, '--qmp', qmp, '--boot-ms', '100', ...vmmArgs],
+            env: { PATH: '/usr/bin:/bin', OPENSSL_CONF: '/dev/null' },
+            uid: VMM_UID,
+            gid: VMM_UID,
+            storage: 'ro',
+            landlock: { read: [...SYSTEM_READ, vm.storage], write: [] },
+            stop: { qmp },
+            ready: { qmp },
+          },
+        ],
+      };
+      const file = join(vm.scratch, 'vm.json');
+      writeFileSync(file, JSON.stringify(raw));
+      return spawnRun(file);
+    }
+
+    async function readyThenTerm(m: RunningManager): Promise<number> {
+      await until(() => m.lines.some((l) => l.event === 'ready'), 15_000, `the ready record; log:\n${m.log()}`);
+      m.kill('SIGTERM');
+      return Date.now();
+    }
+
+    it('stopped right after ready, before the guest arms: the request is repeated until it takes; exit 0, the log counts them', async () => {
+      const m = startStandIn(['--arm-ms', '3000', '--powerdown-ms', '150'], 20_000);
+      try {
+        const t0 = await readyThenTerm(m);
+        const code = await m.exited;
+        const ms = Date.now() - t0;
+        expect(code, m.log()).toBe(0);
+        const last = m.lines.at(-1)!;
+        expect(last, m.log()).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [] });
+        const n = last.stopRequests as number;
+        const raw = m.lines.map((l) => String(l.raw ?? ''));
+        const dropped = raw.filter((l) => /system_powerdown #\d+ received .*: dropped/.test(l)).length;
+        console.log(`stop-methods: --arm-ms 3000: SIGTERM → exit 0 in ${ms} ms, ${n} stop requests (${dropped} dropped by the guest)`);
+        expect(n, m.log()).toBeGreaterThanOrEqual(3);
+        expect(dropped, m.log()).toBe(n - 1);
+        expect(raw.some((l) => l.includes(`system_powerdown received: guest shutting down`) && l.includes(`(request #${n},`)), m.log()).toBe(true);
+        // Every request is in the log, numbered; the deadline (20 s) was never near.
+        for (let i = 1; i <= n; i++) expect(m.lines.some((l) => l.reason === `stop request ${i} sent (qmp)`), `request ${i}\n${m.log()}`).toBe(true);
+        expect(ms).toBeLessThan(3000 + 1000 + 150 + 2000);
+      } finally {
+        m.kill('SIGKILL');
+        await m.exited;
+      }
+    });
+
+    it('a repeat that finds the QMP socket gone (the vmm exiting) is aborted by the exit: no forced stop, no delay', async () => {
+      // The guest takes the first request and powers off 2.5 s later; 2 s before that the stand-in
+      // removes its QMP socket, as an exiting QEMU does. The repeat at about 1 s gets ENOENT and is
+      // retried until the vmm's exit aborts it; the teardown queued behind it then runs at once.
+      const m = startStandIn(['--powerdown-ms', '2500', '--qmp-gone-ms', '2000'], 20_000);
+      try {
+        const t0 = await readyThenTerm(m);
+        const code = await m.exited;
+        const ms = Date.now() - t0;
+        expect(code, m.log()).toBe(0);
+        const last = m.lines.at(-1)!;
+        expect(last, m.log()).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [], stopRequests: 1 });
+        expect(m.lines.some((l) => String(l.raw ?? '').includes('QMP socket closed and removed')), m.log()).toBe(true);
+        // The repeat was under way (requesting) when the vmm exited, and did not hold up the rest.
+        const at = (l: Record<string, unknown>) => Date.parse(String(l.time));
+        const exitIndex = m.lines.findIndex((l) => typeof l.reason === 'string' && /^vmm \(pid \d+\) exit code 0$/.test(l.reason));
+        expect(exitIndex, m.log()).toBeGreaterThan(0);
+        const before = m.lines.slice(0, exitIndex).filter((l) => typeof l.state === 'string').at(-1);
+        expect(before?.state, m.log()).toBe('gracefulStop.vmm.requesting');
+        const teardownMs = at(last) - at(m.lines[exitIndex]!);
+        console.log(`stop-methods: QMP socket gone 2 s before the exit: SIGTERM → exit 0 in ${ms} ms; vmm exit → the manager's last record ${teardownMs} ms`);
+        expect(teardownMs, m.log()).toBeLessThan(500);
+      } finally {
+        m.kill('SIGKILL');
+        await m.exited;
+      }
     });
   });
 });

@@ -14,6 +14,8 @@ import {
   CGROUP_PARENT, cgroupParentDir, ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason,
   SYSTEM_READ, trackNamespace, type TestVm,
 } from '../linux/helpers.js';
+// @ts-expect-error plain JavaScript module without types
+import { QEMU, VIRTIOFSD, makeVmConfig } from '../../examples/vm/make-config.mjs';
 
 const skip = skipReason() ?? s6Unavailable();
 if (skip) console.warn(`test/s6 skipped: ${skip}`);
@@ -36,6 +38,8 @@ interface Options {
   vmmArgv?: string[];
   timeouts?: { stopMs: number; killMs: number };
   rawConfig?: string;
+  /** The whole config, made for the test VM (instead of the fake vmm's). */
+  makeConfig?: (vm: TestVm) => object;
 }
 
 let fx: Fixture | null = null;
@@ -69,8 +73,9 @@ function writeConfig(vm: TestVm, opts: Options): { file: string; bound: number }
     ],
   };
   const file = join(vm.scratch, 'vm.json');
-  writeFileSync(file, opts.rawConfig ?? JSON.stringify(raw));
-  return { file, bound: stopBoundMs(parseConfig(raw)) };
+  const made = opts.makeConfig?.(vm);
+  writeFileSync(file, opts.rawConfig ?? JSON.stringify(made ?? raw));
+  return { file, bound: stopBoundMs(parseConfig(made ?? raw)) };
 }
 
 async function setup(opts: Options = {}): Promise<Fixture> {
@@ -212,6 +217,56 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     expect(f.log().some((l) => l.includes('system_powerdown received: ignored'))).toBe(true);
     expect(f.records().some((r) => r.reason === 'graceful stop did not finish within 500 ms')).toBe(true);
     expect(await f.scan.svstat(NAME)).toMatchObject({ up: false, exitcode: 2 });
+    expect(await settled(f.vm)).toEqual([]);
+  });
+
+  it('s6-svc -d right after s6-svwait -U, the guest still booting (fake-vmm --arm-ms): the request is repeated until it takes: exit 0', async () => {
+    const f = await setup({ vmmArgs: ['--arm-ms', '2500'], timeouts: { stopMs: 10_000, killMs: 2000 } });
+    await startReady(f);
+    track(f.vm);
+    const t = Date.now();
+    await f.scan.svc(NAME, '-d');
+    expect(await f.scan.svwait(NAME, '-D', f.bound + 3000)).toBe(true);
+    const downMs = Date.now() - t;
+    const exit = f.records().find((r) => 'exitCode' in r && 'outcome' in r && r.event === undefined);
+    console.log(`s6: guest arming 2.5 s after its start, s6-svc -d at ready → down+finished ${downMs} ms, ${String(exit?.stopRequests)} stop requests`);
+    expect(exit, f.log().join('\n')).toMatchObject({ outcome: 'stopped', exitCode: 0 });
+    expect(exit!.stopRequests as number).toBeGreaterThan(1);
+    expect(f.log().some((l) => /system_powerdown #1 received .*: dropped/.test(l))).toBe(true);
+    expect(downMs).toBeLessThan(2500 + 1000 + 5000);
+    expect(await f.scan.svstat(NAME)).toMatchObject({ up: false, exitcode: 0 });
+    expect(await settled(f.vm)).toEqual([]);
+  });
+
+  const realVm = existsSync(QEMU) && existsSync(VIRTIOFSD);
+  it.skipIf(!realVm)('the real guest (QEMU + virtiofsd), s6-svc -d the moment it is ready, while it boots: it powers itself off, exit 0', async () => {
+    const built = spawnSync('sh', [join(repoRoot, 'guest', 'build.sh')], { encoding: 'utf8', timeout: 300_000 });
+    const guest = built.stdout.trim().split('\n').at(-1) ?? '';
+    if (built.status !== 0 || !existsSync(join(guest, 'vmlinux'))) {
+      console.warn(`s6: real guest skipped: guest/build.sh failed: ${(built.stderr || '').trim().split('\n').slice(-2).join(' | ')}`);
+      return;
+    }
+    const f = await setup({
+      makeConfig: (vm) => {
+        const raw = makeVmConfig({ name: vm.name, storage: vm.storage, runtimeDir: vm.runtimeDir, guest, cgroupParent: CGROUP_PARENT, stopMs: 20_000 });
+        for (const s of raw.services) if (s.vmm) s.ready = { qmp: s.stop.qmp };
+        return raw;
+      },
+    });
+    await startReady(f);
+    track(f.vm);
+    const booted = existsSync(join(f.vm.storage, 'guest-booted'));
+    const t = Date.now();
+    await f.scan.svc(NAME, '-d');
+    expect(await f.scan.svwait(NAME, '-D', f.bound + 3000)).toBe(true);
+    const downMs = Date.now() - t;
+    const exit = f.records().find((r) => 'exitCode' in r && 'outcome' in r && r.event === undefined);
+    console.log(`s6: real guest, s6-svc -d at ready (booted: ${booted}) → down+finished ${downMs} ms, ${String(exit?.stopRequests)} stop requests`);
+    expect(exit, f.log().join('\n')).toMatchObject({ outcome: 'stopped', exitCode: 0 });
+    expect(booted).toBe(false);
+    expect(exit!.stopRequests as number).toBeGreaterThan(1);
+    expect(readFileSync(join(f.vm.storage, 'guest-powerdown'), 'utf8')).toMatch(/^powerdown /);
+    expect(await f.scan.svstat(NAME)).toMatchObject({ up: false, exitcode: 0 });
     expect(await settled(f.vm)).toEqual([]);
   });
 

@@ -26,7 +26,7 @@ const HAND_TRACE = `plan {"seed":777,"fail":{"op":"requestStop","call":1,"errno"
 000008 state setup.launched <- xstate.done.actor.launch
 000008 state running <- xstate.done.actor.launch
 000040 event STOP_REQUESTED
-000040 state gracefulStop.vmm <- STOP_REQUESTED (SIGTERM)
+000040 state gracefulStop.vmm.requesting <- STOP_REQUESTED (SIGTERM)
 000041 state timeoutKill <- xstate.error.actor.requestStop (stop request failed: requestStop: ECONNREFUSED (qmp))
 000043 kernel: SIGKILL -> vmsandbox-init[300]
 000044 state cleanup <- xstate.done.actor.killAll
@@ -86,12 +86,12 @@ describe.skipIf(skip)('the visualizer page', () => {
 
     it('shows a state change within a second', async () => {
       const t0 = Date.now();
-      sb.advanceTo('gracefulStop.vmm');
-      await page.waitForFunction(() => document.querySelector('#current-state')?.textContent === 'gracefulStop.vmm', null, { timeout: 1000 });
+      sb.advanceTo('gracefulStop.vmm.requesting');
+      await page.waitForFunction(() => document.querySelector('#current-state')?.textContent === 'gracefulStop.vmm.requesting', null, { timeout: 1000 });
       expect(Date.now() - t0).toBeLessThan(1000);
-      expect(await activeInChart(page)).toBe('gracefulStop.vmm');
-      expect(await page.locator('#chart .state.active-parent').getAttribute('data-state')).toBe('gracefulStop');
-      expect(await page.locator('#timeline tr.record.current').getAttribute('data-state')).toBe('gracefulStop.vmm');
+      expect(await activeInChart(page)).toBe('gracefulStop.vmm.requesting');
+      expect(await page.locator('#chart .state.active-parent').evaluateAll((gs) => gs.map((g) => (g as HTMLElement).dataset.state))).toEqual(['gracefulStop', 'gracefulStop.vmm']);
+      expect(await page.locator('#timeline tr.record.current').getAttribute('data-state')).toBe('gracefulStop.vmm.requesting');
     });
 
     it('lists a sandbox that appears later, and follows one to its end', async () => {
@@ -171,7 +171,7 @@ describe.skipIf(skip)('the visualizer page', () => {
       }
       await page.locator('#scrub').fill('8');
       expect(await activeInChart(page)).toBe('timeoutKill');
-      expect(await page.locator('#chart .edge.taken').getAttribute('data-from')).toBe('gracefulStop.vmm');
+      expect(await page.locator('#chart .edge.taken').getAttribute('data-from')).toBe('gracefulStop.vmm.requesting');
       await page.locator('#show-kernel').check();
       await page.screenshot({ path: join(outDir, 'replay-hand.png') });
     } finally {

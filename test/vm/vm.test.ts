@@ -165,6 +165,38 @@ describe.skipIf(reason)('a real VM in the sandbox (QEMU + virtiofsd + the cached
     expect(leftovers(vm)).toEqual([]);
   });
 
+  it('SIGTERM the moment it is ready (QMP answers), the guest still booting: the request is repeated until the guest takes it → exit 0', async () => {
+    // ready: {qmp} holds ~0.15 s after QEMU starts; the guest arms its power button seconds later
+    // (TCG). The first system_powerdown is lost; the repeats (every STOP_REPEAT_MS) reach it.
+    const m = begin('stopped-while-booting', {
+      stopMs: 20_000,
+      edit: (raw) => {
+        for (const s of raw.services) if (s.vmm) s.ready = { qmp: s.stop.qmp };
+      },
+    });
+    await waitFor('the ready record', () => m.lines.some((l) => l.event === 'ready'), m);
+    const t0 = Date.now();
+    m.kill('SIGTERM');
+    trackInit(vm);
+    const bootedAtTerm = existsSync(marker(vm, 'guest-booted'));
+    const code = await m.exited;
+    const ms = Date.now() - t0;
+    const last = m.lines.at(-1)!;
+    const ready = m.lines.find((l) => l.event === 'ready')!;
+    const powerdown = existsSync(marker(vm, 'guest-powerdown')) ? readFileSync(marker(vm, 'guest-powerdown'), 'utf8').trim() : 'none';
+    console.log(
+      `vm: SIGTERM at ready (${String(ready.ms)} ms after the manager's start, guest booted: ${bootedAtTerm}) → exit ${code} after ${ms} ms, ` +
+        `${String(last.stopRequests)} stop requests; guest marker "${powerdown}" (its uptime in s)`,
+    );
+    expect(bootedAtTerm, 'the guest had already armed its button: nothing to show').toBe(false);
+    expect(code, m.log()).toBe(0);
+    expect(last).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [] });
+    expect(last.stopRequests as number, m.log()).toBeGreaterThan(1);
+    expect(powerdown).toMatch(/^powerdown /);
+    expect(consoleLog.save('stopped-while-booting')).toMatch(/power button: powering off/);
+    expect(leftovers(vm)).toEqual([]);
+  });
+
   it('a guest that ignores the power button is forced at stopMs: exit 2, nothing left', async () => {
     const m = begin('ignores-button', { ignorePowerButton: true, stopMs: 3000 });
     await waitFor('guest-booted marker', () => existsSync(marker(vm, 'guest-booted')), m);

@@ -1,0 +1,31 @@
+// `vmsandbox run`'s preflight: before it creates anything, run asks the same question as
+// `vmsandbox check` — can this host enforce the config? — with the same function
+// (linuxHostCheck, effects/linux/hostCheck.ts), and refuses where check would have: exit 111, one
+// error record whose `problems` are check's FAIL lines (field path, what is wrong, the fix).
+// Warnings never refuse. Nothing here creates anything: stat, read, the Landlock ABI probe.
+
+import type { VmConfig } from '../config/types.js';
+import { linuxHostCheck, type HostReport } from '../effects/linux/hostCheck.js';
+import { EXIT_CODES } from '../machines/outcome.js';
+import type { Logger } from './log.js';
+
+/** The host check to run; tests may pass another. */
+export type PreflightCheck = (config: VmConfig) => Promise<HostReport>;
+
+/**
+ * Run the host check; log and return the exit code to refuse with (111, setupFailed) if any item
+ * failed, or null to go on. `problems` are `<field path or host item>: <message>`, as check prints
+ * them after `FAIL:`.
+ */
+export async function preflight(config: VmConfig, log: Logger, check: PreflightCheck = (c) => linuxHostCheck(c)): Promise<number | null> {
+  const started = performance.now();
+  const report = await check(config);
+  const problems = report.items.filter((x) => x.level === 'fail').map((x) => `${x.item}: ${x.message}`);
+  if (problems.length === 0) return null;
+  const exitCode = EXIT_CODES.setupFailed;
+  log.error(
+    { problems, exitCode, outcome: 'setupFailed', preflightMs: Math.round((performance.now() - started) * 10) / 10 },
+    `this host cannot enforce the config (exit ${exitCode}; \`vmsandbox check\` reports the same; nothing was created): ${problems.join('; ')}`,
+  );
+  return exitCode;
+}
