@@ -159,6 +159,17 @@ async function settled(vm: TestVm, timeoutMs = 2000): Promise<string[]> {
   );
 }
 
+/** Stop the fixture's s6 tree and remove everything of its VM. */
+async function dropFixture(): Promise<void> {
+  const f = fx;
+  fx = null;
+  if (!f) return;
+  await f.scan.stop();
+  forceCleanup(f.vm);
+  rmSync(failuresPath(f.vm.name), { force: true });
+  rmSync(join(f.scan.dir, '..'), { recursive: true, force: true });
+}
+
 async function startReady(f: Fixture): Promise<number> {
   const t = Date.now();
   await f.scan.svc(NAME, '-u');
@@ -168,15 +179,7 @@ async function startReady(f: Fixture): Promise<number> {
 
 describe.skipIf(skip)('vmsandbox under s6', () => {
   beforeAll(() => ensureNative());
-  afterEach(async () => {
-    const f = fx;
-    fx = null;
-    if (!f) return;
-    await f.scan.stop();
-    forceCleanup(f.vm);
-    rmSync(failuresPath(f.vm.name), { force: true });
-    rmSync(join(f.scan.dir, '..'), { recursive: true, force: true });
-  });
+  afterEach(dropFixture);
   afterAll(() => removeTestParents());
 
   it('s6-svwait -U returns once the vmm answers QMP; s6-svc -d stops it gracefully; nothing left', async () => {
@@ -381,15 +384,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
 
 describe.skipIf(skip)('vmsandbox under s6: crash loops and duplicate starts', () => {
   beforeAll(() => ensureNative());
-  afterEach(async () => {
-    const f = fx;
-    fx = null;
-    if (!f) return;
-    await f.scan.stop();
-    forceCleanup(f.vm);
-    rmSync(failuresPath(f.vm.name), { force: true });
-    rmSync(join(f.scan.dir, '..'), { recursive: true, force: true });
-  });
+  afterEach(dropFixture);
   afterAll(() => removeTestParents());
 
   it('a vmm that crashes at once on every start: exit 4 three times, then finish says 125 and s6 stops restarting it', async () => {
