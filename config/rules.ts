@@ -53,11 +53,25 @@ export const CAPABILITIES = [
   'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ', 'PERFMON', 'BPF', 'CHECKPOINT_RESTORE',
 ] as const;
 
-/** Capabilities no service may keep, each with the reason an operator is shown. */
+/**
+ * Capabilities no service may keep, each with the reason an operator is shown. The one list: the
+ * config loader refuses them (so `check` and `run` exit 100 alike) and the Linux backend refuses
+ * them again at launch (effects/linux/plan.ts), from this table.
+ */
 export const FORBIDDEN_CAPABILITIES: Readonly<Record<string, string>> = {
   SYS_ADMIN:
     'a service holding it can undo its own sandbox (remount its read-only root, or clear mount ' +
     'flags with mount_setattr); give the service the narrower capability it needs instead',
+  SYS_MODULE: 'it loads kernel modules: arbitrary code in the host kernel',
+  SYS_RAWIO: 'raw I/O (iopl, /dev/mem, SG_IO) reaches the host\'s hardware and memory past every file rule',
+  SYS_PTRACE: 'it ptraces and reads the memory of every process it can name, siblings of its uid included',
+  SYS_BOOT: 'it reboots the host or loads a new kernel (kexec_load)',
+  SYS_RESOURCE: 'it overrides resource limits and quotas, and raises other processes\' limits',
+  MAC_OVERRIDE: 'it overrides mandatory access control (Smack, …) meant to confine it',
+  MAC_ADMIN: 'it changes the mandatory access control policy itself',
+  PERFMON: 'perf_event_open on other processes: it reads siblings\' /proc/PID/environ and maps, and kernel state',
+  BPF: 'it loads BPF programs and maps: host-wide kernel code and data',
+  CHECKPOINT_RESTORE: 'it chooses pids for new processes and reads other processes\' state, as checkpoint/restore does',
 };
 
 export const ALLOWED_CAPABILITIES: readonly string[] = CAPABILITIES.filter((c) => !(c in FORBIDDEN_CAPABILITIES));

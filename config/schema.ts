@@ -148,7 +148,8 @@ const service = described('A daemon of the VM, launched in its own sandbox.', {
     limits: limits('cgroup v2 limits of this service\'s leaf cgroup.'),
     caps: described(
       'Capabilities kept after dropping to uid, like "CAP_DAC_READ_SEARCH" (case-insensitive, CAP_ prefix optional). ' +
-        'CAP_SYS_ADMIN is refused: a service holding it can undo its sandbox via mount_setattr.',
+        'Refused, because each lets a service leave its sandbox: CAP_SYS_ADMIN, SYS_MODULE, SYS_RAWIO, SYS_PTRACE, SYS_BOOT, ' +
+        'SYS_RESOURCE, MAC_OVERRIDE, MAC_ADMIN, PERFMON, BPF, CHECKPOINT_RESTORE.',
       { type: 'array', items: { type: 'string', pattern: CAPABILITY }, default: [] },
     ),
     devices: described('Host device nodes made available in the sandbox, e.g. "/dev/kvm".', {

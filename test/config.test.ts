@@ -15,7 +15,9 @@ import { demoConfigPath } from '../config/demo.js';
 import { findJsonSyntaxError } from '../config/jsonSyntax.js';
 import { ConfigError, loadConfig, parseConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
+import { FORBIDDEN_CAPABILITIES } from '../config/rules.js';
 import type { VmConfig } from '../config/types.js';
+import { FORBIDDEN_CAPS } from '../effects/linux/plan.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Raw = any;
@@ -346,6 +348,13 @@ describe('services', () => {
       expect(problemsOf(edited((c) => (svc(c, 0).caps = [admin])))[0]).toContain('mount_setattr');
     }
     expectOneProblem(edited((c) => (svc(c, 0).caps = ['CAP_CHOWN', 'CAP_FOO'])), 'services[0].caps[1]', 'unknown capability');
+    // Every capability the Linux backend refuses at launch is refused here first, with its reason
+    // (one list: config/rules.ts), so `check` and `run` agree (both exit 100).
+    expect([...FORBIDDEN_CAPS].sort()).toEqual(Object.keys(FORBIDDEN_CAPABILITIES).map((c) => `CAP_${c}`).sort());
+    expect(Object.keys(FORBIDDEN_CAPABILITIES)).toEqual(expect.arrayContaining(['SYS_ADMIN', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_PTRACE', 'SYS_BOOT', 'SYS_RESOURCE', 'MAC_OVERRIDE', 'MAC_ADMIN', 'PERFMON', 'BPF', 'CHECKPOINT_RESTORE']));
+    for (const [cap, why] of Object.entries(FORBIDDEN_CAPABILITIES)) {
+      expectOneProblem(edited((c) => (svc(c, 1).caps = ['CAP_CHOWN', cap.toLowerCase()])), 'services[1].caps[1]', `CAP_${cap} is not allowed: ${why}`);
+    }
     // Only ASCII is case-folded: "ı".toUpperCase() is "I", which would smuggle in a lookalike.
     expectOneProblem(edited((c) => (svc(c, 0).caps = ['cap_kıll'])), 'services[0].caps[0]', 'unknown capability');
     expectOneProblem(edited((c) => (svc(c, 0).caps = [5])), 'services[0].caps[0]', 'capability name');

@@ -3,6 +3,7 @@
 
 import { posix } from 'node:path';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
+import { FORBIDDEN_CAPABILITIES } from '../../config/rules.js';
 import { EffectError } from '../port.js';
 import { serviceLeaf } from './cgroup.js';
 
@@ -160,21 +161,15 @@ export const CAPS: Record<string, number> = {
   CAP_BLOCK_SUSPEND: 36, CAP_AUDIT_READ: 37, CAP_PERFMON: 38, CAP_BPF: 39, CAP_CHECKPOINT_RESTORE: 40,
 };
 
-/**
- * Capabilities a service may never keep: each one lets it leave the sandbox (mount_setattr is not
- * blocked by Landlock, module loading, raw I/O, ptrace/perf into siblings, BPF, rebooting, MAC policy).
- */
-export const FORBIDDEN_CAPS = new Set([
-  'CAP_SYS_ADMIN', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_PTRACE', 'CAP_PERFMON', 'CAP_BPF',
-  'CAP_SYS_BOOT', 'CAP_MAC_ADMIN', 'CAP_MAC_OVERRIDE', 'CAP_CHECKPOINT_RESTORE',
-]);
+/** Capabilities a service may never keep: config/rules.ts's list (the loader refuses them first). */
+export const FORBIDDEN_CAPS = new Set(Object.keys(FORBIDDEN_CAPABILITIES).map((c) => `CAP_${c}`));
 
 export function capNumbers(service: ServiceConfig): number[] {
   return service.caps.map((name) => {
     const n = name.toUpperCase().startsWith('CAP_') ? name.toUpperCase() : `CAP_${name.toUpperCase()}`;
     const num = CAPS[n];
     if (num === undefined) throw new EffectError('launch', 'EINVAL', `${service.name}: unknown capability ${name}`);
-    if (FORBIDDEN_CAPS.has(n)) throw new EffectError('launch', 'EPERM', `${service.name}: capability ${n} would let the service leave its sandbox; it cannot be kept`);
+    if (FORBIDDEN_CAPS.has(n)) throw new EffectError('launch', 'EPERM', `${service.name}: capability ${n} would let the service leave its sandbox (${FORBIDDEN_CAPABILITIES[n.slice(4)]}); it cannot be kept`);
     return num;
   });
 }

@@ -4,6 +4,7 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkMain } from '../../cli/check.js';
+import { FORBIDDEN_CAPABILITIES } from '../../config/rules.js';
 import {
   ensureNative,
   forceCleanup,
@@ -140,6 +141,20 @@ describe.skipIf(skip)('vmsandbox run', () => {
     expect(await m.exited, m.log()).toBe(111);
     expect(refusal(m).problems).toEqual(check.fails);
     expect(leftovers(vm)).toEqual([]);
+  });
+
+  it('every capability the backend refuses: check and run both exit 100 with the same field path, nothing created', async () => {
+    vm = newTestVm();
+    const { file } = writeRunConfig(vm, ['/bin/sleep', '1000']);
+    for (const cap of Object.keys(FORBIDDEN_CAPABILITIES)) {
+      editConfig(file, (raw) => (raw.services[1].caps = [`cap_${cap.toLowerCase()}`]));
+      const check = await checkFails(file);
+      expect(check.code, cap).toBe(100);
+      const m = spawnRun(file);
+      expect(await m.exited, m.log()).toBe(100);
+      expect(m.log()).toContain(`services[1].caps[0]: CAP_${cap} is not allowed`);
+      expect(leftovers(vm)).toEqual([]);
+    }
   });
 
   it('a vmm that passes the checks but cannot be executed: setup fails naming the path, the field and the errno; nothing left', async () => {
