@@ -101,6 +101,13 @@ export function canonicalSecurebit(name: string): string {
   return upper.startsWith('SECBIT_') ? upper.slice(7) : upper;
 }
 
+/**
+ * argv and env of one service together, in bytes (each string and its NUL). The spawn request to
+ * the sandbox init carries them percent-encoded (up to 3 bytes a byte) in a 64 KiB line, next to
+ * the Landlock paths and sockets; 16 KiB leaves room for those. Far above what a VMM needs.
+ */
+export const MAX_EXEC_BYTES = 16384;
+
 /** Handed-over sockets: fd numbers (0–2 are stdio) and permission bits. */
 export const SOCKET_FD_MIN = 3;
 export const SOCKET_FD_MAX = 255;

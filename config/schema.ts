@@ -115,7 +115,7 @@ const service = described('A daemon of the VM, launched in its own sandbox.', {
   required: ['name', 'argv', 'uid', 'gid'],
   properties: {
     name: identifier('Service name, unique within the VM; names its cgroup leaf. Same rule as the VM name.'),
-    argv: commandLine('Command line: the absolute path of the program, then its arguments.'),
+    argv: commandLine('Command line: the absolute path of the program, then its arguments. argv and env together at most 16384 bytes.'),
     env: described('Environment variables, the only ones the service gets.', {
       type: 'object',
       default: {},

@@ -7,7 +7,7 @@ import {
   expectObject, fail, field, got, list, matching, pathList,
 } from './fields.js';
 import {
-  ALLOWED_CAPABILITIES, CAPABILITIES, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, FORBIDDEN_CAPABILITIES, ID_MAX,
+  ALLOWED_CAPABILITIES, CAPABILITIES, MAX_EXEC_BYTES, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, FORBIDDEN_CAPABILITIES, ID_MAX,
   IDENTIFIER_PATTERN, READY_IMMEDIATE, READY_METHODS, SERVICE_KEYS, SERVICE_LANDLOCK_KEYS, STOP_METHODS, STOP_SIGNALS, STORAGE_ACCESS,
   TMPFS_DEFAULT_SIZE, TMPFS_SIZE_PATTERN, canonicalCapability,
 } from './rules.js';
@@ -244,5 +244,11 @@ export function parseService(p: Problems, path: string, raw: unknown): ParsedSer
     ready: readyCondition(),
     onExit: exitPolicy(),
   };
+  const execBytes =
+    config.argv.reduce((n, a) => n + Buffer.byteLength(a) + 1, 0) +
+    Object.entries(config.env).reduce((n, [k, v]) => n + Buffer.byteLength(`${k}=${v}`) + 1, 0);
+  if (execBytes > MAX_EXEC_BYTES) {
+    p.add(at(path, 'argv'), `argv and env together are ${execBytes} bytes, over ${MAX_EXEC_BYTES} (what one request to the sandbox init can carry): shorten them, e.g. move options into a file the program reads`);
+  }
   return { config, vmmKnown, nameValid };
 }

@@ -116,10 +116,23 @@ int64_t vms_clone_init(const char *path, int64_t ctl, int64_t cgdir, int64_t ini
     ssize_t got;
     do got = read(p[0], msg, sizeof msg);
     while (got < 0 && errno == EINTR);
+    int re = errno;
     close(p[0]);
     if (got == 0) return ((int64_t)pidfd << 32) | (int64_t)pid;
-    /* The exec failed: reap the child through its pidfd and report its errno. */
     siginfo_t si;
+    if (got < 0) {
+        /* Whether the exec worked is unknown, so the child may be running the init: kill it rather
+         * than wait for an exit that might never come, then reap it and report the read's errno. */
+        if (syscall(VMS_NR_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH) {
+            close(pidfd);
+            return -re;
+        }
+        while (waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
+        }
+        close(pidfd);
+        return -re;
+    }
+    /* The exec failed (the child wrote why, then exited): reap it through its pidfd, report its errno. */
     while (waitid((idtype_t)3 /* P_PIDFD */, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR) {
     }
     close(pidfd);

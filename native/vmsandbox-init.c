@@ -32,6 +32,11 @@
  * init -> manager, replies:
  *   ok <id> [<pid>]
  *   err <id> <errno> <step>                            errno as a decimal number, step a word
+ * Every request whose id can be read gets exactly one reply, a malformed one too: a token that is
+ * not valid encoding (EINVAL, request-token), more than MAX_TOKENS tokens (E2BIG, request-tokens),
+ * an unknown verb (ENOSYS, verb), a line longer than MAX_LINE (E2BIG, request-length: answered and
+ * dropped up to its newline; the manager refuses to send one). None of them ends PID 1; nor does a
+ * failing close(2).
  *
  * When the control socket reports EOF, POLLHUP or an error the manager is gone: the init exits,
  * and the kernel SIGKILLs everything else in the PID namespace. (getppid() is 0 in a new PID
@@ -81,6 +86,12 @@ static void die(const char *what) {
     /* stderr is the manager's log. */
     fprintf(stderr, "vmsandbox-init: %s: %s\n", what, strerror(errno));
     _exit(111);
+}
+
+/* close(2) failing (EINTR, EIO on a last reference) still releases the descriptor on Linux: say
+ * so and go on. PID 1 never dies of it (its death would take the whole VM down). */
+static void close_or_warn(int fd, const char *what) {
+    if (close(fd) < 0) fprintf(stderr, "vmsandbox-init: close(%s): %s (descriptor released)\n", what, strerror(errno));
 }
 
 /* ---------- encoding ---------- */
@@ -613,7 +624,7 @@ static int open_listener(const struct listen_req *l, uid_t uid, const char **ste
     /* Move it above every possible target fd, so the child's dup2()s never clobber a source. */
     int fd = fcntl(s, F_DUPFD_CLOEXEC, LISTEN_FD_BASE);
     int e = errno;
-    if (close(s) < 0) die("close(socket)"); /* a fresh socket with no I/O: cannot fail but EBADF */
+    close_or_warn(s, "socket");
     errno = e;
     if (fd < 0) return -1;
     const char *failed = NULL;
@@ -634,7 +645,7 @@ static int open_listener(const struct listen_req *l, uid_t uid, const char **ste
 static void close_listeners(struct spawn_req *r) {
     for (int i = 0; i < r->nlisten; i++) {
         if (r->listen[i].fd < 0) continue;
-        if (close(r->listen[i].fd) < 0) die("close(listener)");
+        close_or_warn(r->listen[i].fd, "listener");
         r->listen[i].fd = -1;
     }
 }
@@ -730,7 +741,7 @@ static void do_spawn(char **tok, int n) {
         if (r.listen[i].fd < 0) {
             int e = errno;
             close_listeners(&r);
-            if (cgfd >= 0 && close(cgfd) < 0) die("close(cgroup leaf)");
+            if (cgfd >= 0) close_or_warn(cgfd, "cgroup leaf");
             return reply_err(id, e, step);
         }
     }
@@ -755,8 +766,8 @@ static void do_spawn(char **tok, int n) {
     int clone_errno = errno;
     /* The child holds its own copies now (or failed): the socket files stay for the clients. */
     close_listeners(&r);
-    if (cgfd >= 0 && close(cgfd) < 0) die("close(cgroup leaf)");
-    if (close(pipefd[1]) < 0) die("close(pipe)");
+    if (cgfd >= 0) close_or_warn(cgfd, "cgroup leaf");
+    close_or_warn(pipefd[1], "pipe");
     if (pid < 0) {
         close(pipefd[0]);
         return reply_err(id, clone_errno, "clone3");
@@ -766,7 +777,7 @@ static void do_spawn(char **tok, int n) {
     do got = read(pipefd[0], &f, sizeof f);
     while (got < 0 && errno == EINTR);
     int read_errno = errno;
-    if (close(pipefd[0]) < 0) die("close(pipe)");
+    close_or_warn(pipefd[0], "pipe");
     if (got == 0) {
         /* exec succeeded (the CLOEXEC pipe closed). Register before the next reap. */
         slot->pid = (pid_t)pid;
@@ -819,22 +830,39 @@ static void reap_all(void) {
 
 /* ---------- main loop ---------- */
 
+/* The id of a request line (its second token), decoded into `out`, or NULL if there is none. Read
+ * before the line is split, so that a malformed request still gets its error reply. */
+static const char *request_id(const char *line, char *out, size_t n) {
+    const char *sp = strchr(line, ' ');
+    if (!sp) return NULL;
+    size_t len = strcspn(sp + 1, " ");
+    if (len == 0 || len >= n) return NULL;
+    memcpy(out, sp + 1, len);
+    out[len] = '\0';
+    return decode(out) == 0 && out[0] ? out : NULL;
+}
+
 static void dispatch(char *line) {
     char *tok[MAX_TOKENS];
     int n = 0;
     char *save = NULL;
+    char idbuf[64];
+    const char *id = request_id(line, idbuf, sizeof idbuf);
     for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
         if (n == MAX_TOKENS) {
             fprintf(stderr, "vmsandbox-init: too many tokens\n");
+            if (id) reply_err(id, E2BIG, "request-tokens");
             return;
         }
         if (decode(t) < 0) {
             fprintf(stderr, "vmsandbox-init: malformed token\n");
+            if (id) reply_err(id, EINVAL, "request-token");
             return;
         }
         tok[n++] = t;
     }
     if (n < 2) {
+        /* No id: nothing to answer (the manager never sends such a line). */
         fprintf(stderr, "vmsandbox-init: malformed request\n");
         return;
     }
@@ -887,6 +915,7 @@ int main(void) {
 
     static char buf[MAX_LINE + 1];
     size_t used = 0;
+    int skipping = 0; /* dropping the rest of an over-long request, up to its newline */
     for (;;) {
         struct pollfd p[2] = {{.fd = VMS_CONTROL_FD, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
         if (poll(p, 2, -1) < 0) {
@@ -912,14 +941,24 @@ int main(void) {
             for (size_t i = 0; i < used; i++) {
                 if (buf[i] != '\n') continue;
                 buf[i] = '\0';
-                dispatch(buf + start);
+                if (skipping) skipping = 0; /* the end of the over-long request */
+                else dispatch(buf + start);
                 start = i + 1;
             }
             memmove(buf, buf + start, used - start);
             used -= start;
             if (used == MAX_LINE) {
-                fprintf(stderr, "vmsandbox-init: request too long\n");
-                _exit(111);
+                /* The manager refuses such requests before sending them; should one arrive anyway,
+                 * answer it (its id is at the start) and drop it, rather than end the VM. */
+                if (!skipping) {
+                    buf[used] = '\0';
+                    char idbuf[64];
+                    const char *id = request_id(buf, idbuf, sizeof idbuf);
+                    fprintf(stderr, "vmsandbox-init: request longer than %d bytes, dropped\n", MAX_LINE);
+                    if (id) reply_err(id, E2BIG, "request-length");
+                    skipping = 1;
+                }
+                used = 0;
             }
         }
     }

@@ -15,7 +15,7 @@ import { demoConfigPath } from '../config/demo.js';
 import { findJsonSyntaxError } from '../config/jsonSyntax.js';
 import { ConfigError, loadConfig, parseConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
-import { FORBIDDEN_CAPABILITIES } from '../config/rules.js';
+import { FORBIDDEN_CAPABILITIES, MAX_EXEC_BYTES } from '../config/rules.js';
 import type { VmConfig } from '../config/types.js';
 import { FORBIDDEN_CAPS } from '../effects/linux/plan.js';
 
@@ -337,6 +337,13 @@ describe('services', () => {
     expectOneProblem(edited((c) => (svc(c, 0).landlock = { read: ['usr'] })), 'services[0].landlock.read[0]', 'absolute path');
     expectOneProblem(edited((c) => (svc(c, 0).landlock = { write: '/x' })), 'services[0].landlock.write', 'array of absolute paths');
     expectOneProblem(edited((c) => (svc(c, 0).landlock = { exec: [] })), 'services[0].landlock.exec', 'allowed keys are: read, write');
+  });
+
+  test('argv and env together are bounded by what one request to the init carries', () => {
+    const big = 'x'.repeat(MAX_EXEC_BYTES / 2);
+    expectOneProblem(edited((c) => (svc(c, 0).argv = ['/bin/true', big, big])), 'services[0].argv', `over ${MAX_EXEC_BYTES}`);
+    expectOneProblem(edited((c) => { svc(c, 0).argv = ['/bin/true', big]; svc(c, 0).env = { BIG: big }; }), 'services[0].argv', 'argv and env together');
+    expect(parseConfig(edited((c) => (svc(c, 0).argv = ['/bin/true', 'x'.repeat(MAX_EXEC_BYTES - 20)]))).services[0]!.argv).toHaveLength(2);
   });
 
   test('caps: canonical names, CAP_SYS_ADMIN refused with the reason', () => {

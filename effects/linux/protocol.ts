@@ -7,6 +7,10 @@ import { errnoName } from './native.js';
 
 const SAFE = /^[A-Za-z0-9._/:=,+@-]$/;
 
+/** native/vmsandbox-init.c: MAX_LINE (the newline included) and MAX_TOKENS. */
+export const MAX_REQUEST_BYTES = 65536;
+export const MAX_REQUEST_TOKENS = 4096;
+
 export function encodeToken(s: string): string {
   if (s === '') return '~';
   let out = '';
@@ -125,6 +129,19 @@ export class InitClient {
     if (this.closedErr) return Promise.reject(this.closedErr);
     const id = String(this.nextId++);
     const line = [verb, id, ...args].map(encodeToken).join(' ') + '\n';
+    // The init reads a line into a fixed buffer and splits it into a fixed number of tokens:
+    // refuse here, with the reason, what it could only drop.
+    const tokens = args.length + 2;
+    if (Buffer.byteLength(line) > MAX_REQUEST_BYTES || tokens > MAX_REQUEST_TOKENS) {
+      return Promise.reject(
+        new EffectError(
+          what,
+          'E2BIG',
+          `the request to the sandbox init is ${Buffer.byteLength(line)} bytes in ${tokens} tokens, over its ` +
+            `${MAX_REQUEST_BYTES} bytes / ${MAX_REQUEST_TOKENS} tokens (shorten the service's argv, env, Landlock paths or sockets)`,
+        ),
+      );
+    }
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, what });
       this.sock.write(line);
