@@ -515,11 +515,9 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
     const sig = opts.parentDeathSignal;
     // The parent to die with. process.ppid read here is already the adoptive parent (PID 1 or a
     // subreaper) if the supervisor died while Node was starting (a window of hundreds of ms), and
-    // then the re-check below could never fire. A launcher that knows the supervisor's pid names it
-    // (`vmsandbox run --supervisor-pid` covers it with a pidfd; this hint serves other launchers and the
-    // parent-death tests: `VMSANDBOX_PARENT_PID=$PPID exec vmsandbox run vm.json`).
-    const hinted = Number(process.env.VMSANDBOX_PARENT_PID);
-    const parent = Number.isInteger(hinted) && hinted > 0 ? hinted : process.ppid;
+    // then the re-check below cannot fire: `vmsandbox run --supervisor-pid PID` covers that window
+    // with a pidfd of the named supervisor (cli/supervisor.ts), which is how s6's run script starts it.
+    const parent = process.ppid;
     const h = () => subject.next({ type: 'PARENT_DIED' });
     process.on(sig, h);
     hooks.push(() => process.off(sig, h));

@@ -62,13 +62,13 @@ describe.skipIf(skip)('the manager\'s parent dies: the manager tears everything 
   });
 
   /**
-   * reaper → sh (the parent) → `vmsandbox run`. With `hint`, the parent names itself in
-   * VMSANDBOX_PARENT_PID, as an s6 run script would (`VMSANDBOX_PARENT_PID=$PPID exec vmsandbox run …`).
+   * reaper → sh (the parent) → `vmsandbox run`. With `hint`, the parent names itself with
+   * `--supervisor-pid`, as the s6 run script does (`exec vmsandbox run --supervisor-pid "$PPID" …`).
    */
   async function startUnderParent(vmmArgv: string[], opts: { hint: boolean; stopMs?: number }): Promise<Managed> {
     const { file } = writeRunConfig(vm!, vmmArgv, { stopMs: opts.stopMs ?? 3000, killMs: KILL_MS });
     const logFile = join(vm!.scratch, 'manager.log');
-    const script = `${opts.hint ? 'VMSANDBOX_PARENT_PID=$$ ' : ''}"$BIN" run "$CFG" >"$LOG" 2>&1 & echo "manager $!"; wait`;
+    const script = `"$BIN" run ${opts.hint ? '--supervisor-pid $$ ' : ''}"$CFG" >"$LOG" 2>&1 & echo "manager $!"; wait`;
     const r = underReaper(join(tools, 'reaper'), ['/bin/sh', '-c', script], {
       ...process.env,
       BIN: join(repoRoot, 'bin', 'vmsandbox'),
