@@ -124,11 +124,15 @@ export async function claimVm(
   opts: { signal?: AbortSignal; onWait?: (holder: OwnerRecord, untilMs: number) => void } = {},
 ): Promise<Claim> {
   let told = false;
+  let endedSeen: number | null = null;
   for (;;) {
     const c = port.tryClaim(config, { pid: me.pid, phase: 'starting' });
     if (c.ok) return c;
     const h = c.holder;
-    const until = h?.phase === 'stopping' && h.stopBy !== null ? h.stopBy + CLAIM_SLACK_MS : null;
+    // 'ended': the owner has recorded how its run ended and is letting the lock go this instant.
+    if (h?.phase === 'ended') endedSeen ??= port.now();
+    const until =
+      h?.phase === 'stopping' && h.stopBy !== null ? h.stopBy + CLAIM_SLACK_MS : h?.phase === 'ended' ? endedSeen! + CLAIM_SLACK_MS : null;
     if (until === null || port.now() >= until || opts.signal?.aborted) return c;
     if (!told) {
       told = true;

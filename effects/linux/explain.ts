@@ -247,6 +247,15 @@ export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: strin
       return { object: 'the spawn request', fix: 'the init could not parse what the manager sent: rebuild native/ (make -C native) so both match' };
     case 'slots':
       return { object: 'the sandbox init', fix: 'it runs a fixed number of services at most: fewer services' };
+    case 'request-token':
+    case 'request-tokens':
+    case 'request-length':
+      // The init answers a request it cannot read (vmsandbox-init.c, dispatch) instead of dying.
+      return {
+        object: `the request to the sandbox init (${step})`,
+        field: `${p}.argv`,
+        fix: 'too long or malformed for the init: shorten the service\'s argv, env, Landlock paths or sockets; if they are short, rebuild native/ (make -C native) so manager and init match',
+      };
     default:
       if (INTERNAL_STEPS.has(step)) return { object: 'the sandbox init', fix: 'an internal step failed: report it with this line' };
       // A spawn field the init could not parse (step = the key): a manager/init mismatch.
