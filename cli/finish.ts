@@ -23,7 +23,9 @@ import { cgroupRoot, vmCgroupDir } from '../effects/linux/cgroup.js';
 import { signalName } from '../effects/linux/native.js';
 import { failuresPath, linuxOwnership } from '../effects/linux/owner.js';
 import { describeHolder, memoryJournal, type Claim, type JournalStore, type OwnerRecord } from '../effects/owner.js';
-import { EXIT_CODES } from '../machines/outcome.js';
+import { EXIT_CODES, FINISH_REFUSED } from '../machines/outcome.js';
+
+export { FINISH_REFUSED };
 import { removeLeftovers, type Removal } from './leftovers.js';
 import { createLogger } from './log.js';
 
@@ -32,8 +34,6 @@ export const S6_PERMANENT_FAILURE = 125;
 export const DEFAULT_MAX_EARLY_FAILURES = 3;
 /** A run that fails sooner than this after its start counts as an early failure. */
 export const DEFAULT_MIN_UPTIME_MS = 10_000;
-/** finish's exit when it refused to touch a live VM (s6 treats it like 0: restart if wanted up). */
-export const FINISH_REFUSED = 1;
 
 const USAGE =
   'usage: vmsandbox finish CONFIG [EXITCODE [SIGNAL]] [--force] [--max-early-failures N] [--min-uptime MS]\n';

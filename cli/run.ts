@@ -18,7 +18,7 @@ import type { KernelEvent } from '../effects/port.js';
 import { bindEffects } from '../machines/bindBackend.js';
 import { transitionInspector } from '../machines/observe.js';
 import { EXIT_CODES } from '../machines/outcome.js';
-import { CLEANUP_MS, type SandboxOutput } from '../machines/sandbox.js';
+import { CLEANUP_MS, stopBoundMs, stopByFrom, WATCHDOG_SLACK_MS, type SandboxOutput } from '../machines/sandbox.js';
 import { removeLeftovers } from './leftovers.js';
 import { createLogger, logTransition, type Logger } from './log.js';
 import { describeReady, waitReady } from './ready.js';
@@ -33,8 +33,6 @@ const PARENT_DEATH_SIGNAL = 'SIGPWR';
 
 const USAGE = 'usage: vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]\n';
 
-/** Extra time, on top of the machine's own bounds, before the manager gives up on itself. */
-const WATCHDOG_SLACK_MS = 1000;
 
 function positiveInt(text: string | undefined, min: number): number | null | undefined {
   if (text === undefined) return undefined;
@@ -51,10 +49,7 @@ function adoptNotifyFd(fd: number): number {
   return own;
 }
 
-/** The longest a stop can take: the machine's deadlines plus its fixed cleanup bound. */
-export function stopBoundMs(config: VmConfig): number {
-  return config.timeouts.stopMs + config.timeouts.killMs + CLEANUP_MS;
-}
+export { stopBoundMs };
 
 export async function runMain(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -135,7 +130,7 @@ export async function runMain(argv: string[]): Promise<number> {
       const now = phaseOf(r.state, phase);
       if (now !== phase) {
         phase = now;
-        lock.update({ phase, stopBy: phase === 'stopping' ? Date.now() + stopBoundMs(config) + WATCHDOG_SLACK_MS : null });
+        lock.update({ phase, stopBy: phase === 'stopping' ? stopByFrom(Date.now(), config) : null });
       }
       logTransition(log, r, errors);
       status.record(r);

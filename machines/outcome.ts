@@ -23,6 +23,9 @@ export const EXIT_CODES: Record<Outcome | 'teardownFailed' | 'configInvalid' | '
   setupFailed: 111, // temporary failure, the s6/djb convention
 };
 
+/** `vmsandbox finish`'s exit when it refused to touch a live VM (s6 treats it like 0). */
+export const FINISH_REFUSED = 1;
+
 export function exitCodeFor(outcome: Outcome | null, teardownFailed: boolean): number {
   if (teardownFailed) return EXIT_CODES.teardownFailed;
   return EXIT_CODES[outcome ?? 'stopped'];

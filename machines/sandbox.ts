@@ -20,6 +20,19 @@ import { exitCodeFor } from './outcome.js';
 /** Fixed bound on the cleanup step (rmdir with retries), on top of the configured deadlines. */
 export const CLEANUP_MS = 2000;
 
+/** The longest a stop can take: the machine's deadlines plus its fixed cleanup bound. */
+export function stopBoundMs(config: VmConfig): number {
+  return config.timeouts.stopMs + config.timeouts.killMs + CLEANUP_MS;
+}
+
+/** Extra time, on top of stopBoundMs, before a manager gives up on itself (its watchdog). */
+export const WATCHDOG_SLACK_MS = 1000;
+
+/** When a manager that starts stopping at `now` will be gone at the latest (its lock record says so). */
+export function stopByFrom(now: number, config: VmConfig): number {
+  return now + stopBoundMs(config) + WATCHDOG_SLACK_MS;
+}
+
 /**
  * How long after a stop request to the guest was answered the machine sends it again (qmp,
  * cloudHypervisorApi, command; a signal is sent once). A guest still booting has not armed its

@@ -1,13 +1,16 @@
 // The simulator backend: the effects port implemented against the model kernel, with the fault
 // plan deciding durations, failures and how processes behave. It follows the same contract as the
 // Linux backend (effects/port.ts): serialized operations, abortable, teardown idempotent and
-// driven by what exists.
+// driven by what exists. Like the Linux backend it journals the VM's cgroup and runtime directory
+// before creating them, refuses ones that exist un-journalled, and tears down exactly what is
+// journalled (effects/owner.ts); every kernel action it takes is attributed to its manager.
 
 import { Subject } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
 import { vmmOf } from '../config/types.js';
 import type { Backend, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../effects/port.js';
 import { EffectError } from '../effects/port.js';
+import { memoryJournal, type JournalStore } from '../effects/owner.js';
 import type { VirtualClock } from './clock.js';
 import type { FaultPlan, Op } from './faults.js';
 import type { Pidfd, Proc, SimKernel } from './kernel.js';
@@ -18,6 +21,18 @@ import { Prng } from './prng.js';
 const CLEANUP_RETRIES = 5;
 const CLEANUP_RETRY_MS = 10;
 const TERM_EXIT_MS = 5;
+/**
+ * A vmm shutting down closes its QMP/API socket this long before its process is gone (QEMU tearing
+ * down its devices and memory): a stop request repeated in that window fails with ECONNRESET.
+ */
+const VMM_SOCKET_CLOSE_MS = 20;
+
+export interface SimBackendOptions {
+  /** Where the VM's cgroup and runtime directory are journalled (the manager's lock). */
+  journal?: JournalStore;
+  /** The manager this backend acts for (1 the first, 2 a second, 3 finish); default 1. */
+  manager?: number;
+}
 
 export interface SimBackend extends Backend {
   /** What the backend built, for the invariant checks. */
@@ -31,7 +46,10 @@ export function createSimBackend(
   plan: FaultPlan,
   clock: VirtualClock,
   trace: (line: string) => void,
+  opts: SimBackendOptions = {},
 ): SimBackend {
+  const store = opts.journal ?? memoryJournal();
+  const manager = opts.manager ?? 1;
   const events$ = new Subject<KernelEvent>();
   const cgroupRoot = `${config.cgroup.parent}/${config.name}`;
   const vm = { pidns: null as number | null, mntns: null as number | null, cgroupRoot, domains: new Map<string, number>() };
@@ -45,13 +63,16 @@ export function createSimBackend(
   let stopsSeen = 0;
   let busyLeft = plan.cleanupBusy;
   const waiters: (() => void)[] = [];
+  /** When the vmm, having obeyed a stop request, exits (null until it obeys one). */
+  let vmmExitAt: number | null = null;
 
   kernel.onExit(({ proc, code, signal }) => {
     if (init && proc === init.proc) {
       trace(`event: init exited`);
       clock.schedule(0, () => events$.next({ type: 'INIT_EXITED', code, signal }));
-    } else if (proc.vm === config.name && proc.name !== 'vmsandbox-init' && init?.proc.alive) {
-      // Exits of services are reported by the init (it reaps them); a dead init reports nothing.
+    } else if (proc.vm === config.name && proc.name !== 'vmsandbox-init' && init?.proc.alive && proc.pidns === init.proc.pidns) {
+      // Exits of services are reported by the init (it reaps them); a dead init reports nothing,
+      // and an init reports only its own namespace's (not another run's of the same VM).
       clock.schedule(0, () => events$.next({ type: 'SERVICE_EXITED', service: proc.name, pid: proc.pid, code, signal }));
     }
     for (const w of waiters.splice(0)) w();
@@ -67,7 +88,7 @@ export function createSimBackend(
   if (plan.parentDiesAt !== null) clock.schedule(plan.parentDiesAt, () => events$.next({ type: 'PARENT_DIED' }));
   if (plan.initDiesAt !== null) {
     clock.schedule(plan.initDiesAt, () => {
-      if (init?.proc.alive) kernel.pidfdSignal(init.fd, 'SIGKILL');
+      if (init?.proc.alive) kernel.pidfdSignal(init.fd, 'SIGKILL', 0); // from outside: nobody's manager
     });
   }
   reuseFreedPids(kernel, clock, plan, config.name);
@@ -143,9 +164,11 @@ export function createSimBackend(
     });
   }
 
-  function vmProcsAlive(): boolean {
-    for (const p of kernel.procs.values()) if (p.vm === config.name) return true;
-    return false;
+  /** Something this backend is answerable for still runs: its init, or a process in the journalled cgroup. */
+  function journalledAlive(): boolean {
+    if (init?.proc.alive) return true;
+    const dir = store.journal().cgroup;
+    return dir !== null && kernel.populated(dir);
   }
 
   function behaviour(svc: ServiceConfig, self: () => Proc): (sig: string) => void {
@@ -154,6 +177,12 @@ export function createSimBackend(
       const stopSig = 'signal' in svc.stop ? svc.stop.signal : 'SIGTERM';
       if (svc.vmm && (sig === 'POWERDOWN' || sig === stopSig)) {
         if (plan.vmmIgnoresStop) return trace(`${svc.name}: ignores the stop request`);
+        // A booting guest has no power-button handler yet: the press is lost (a signal is not).
+        if (sig === 'POWERDOWN' && plan.vmmArmsAt !== null && clock.now() < plan.vmmArmsAt) {
+          return trace(`${svc.name}: the guest drops the power button (armed at ${plan.vmmArmsAt} ms)`);
+        }
+        if (vmmExitAt !== null) return trace(`${svc.name}: already shutting down`);
+        vmmExitAt = clock.now() + plan.vmmStopMs;
         clock.schedule(plan.vmmStopMs, () => kernel.exit(p.pid, 0, null, p.gen));
       } else if (sig === 'SIGTERM') {
         if (plan.othersIgnoreTerm) return trace(`${svc.name}: ignores SIGTERM`);
@@ -173,9 +202,10 @@ export function createSimBackend(
           name: 'vmsandbox-init', vm: config.name, pidns, mntns, uid: 0, gid: 0,
           cgroup: null, landlock: null, noNewPrivs: false,
           onSignal: () => undefined, // PID 1 has no default action for catchable signals
+          by: manager,
         });
         kernel.markNsInit(proc);
-        kernel.exec(proc);
+        kernel.exec(proc, manager);
         init = { proc, fd: kernel.pidfdOpen(proc.pid) };
         vm.pidns = pidns;
         vm.mntns = mntns;
@@ -186,9 +216,18 @@ export function createSimBackend(
     mount: (_input, signal) =>
       run('mount', signal, () => {
         const ns = requireInit('mount').mntns;
-        for (const target of ['/', '/proc', '/sys', '/dev', config.runtimeDir]) kernel.mount(ns, target, config.name);
-        if (config.services.some((s) => s.storage !== 'none')) kernel.mount(ns, config.storage, config.name);
-        kernel.dirs.add(config.runtimeDir);
+        // The runtime directory: journalled before it is created; one no run of this VM created is refused.
+        const dir = config.runtimeDir;
+        const j = store.journal();
+        if (j.runtimeDir !== dir) {
+          if (kernel.dirs.has(dir)) {
+            throw effectError('mount', 'EEXIST', `runtime dir ${dir} (runtimeDir) exists, and no run of vm ${config.name} created it`);
+          }
+          store.setJournal({ ...j, runtimeDir: dir });
+        }
+        if (!kernel.dirs.has(dir)) kernel.mkdirDir(dir, config.name, manager);
+        for (const target of ['/', '/proc', '/sys', '/dev', dir]) kernel.mount(ns, target, config.name, manager);
+        if (config.services.some((s) => s.storage !== 'none')) kernel.mount(ns, config.storage, config.name, manager);
       }),
 
     prepareLandlock: (_input, signal) =>
@@ -212,13 +251,26 @@ export function createSimBackend(
 
     createCgroups: (_input, signal) =>
       run('createCgroups', signal, () => {
+        // The VM's cgroup: journalled before it is created; one no run of this VM created is refused,
+        // one an earlier run left populated too (its teardown did not finish).
+        const j = store.journal();
+        if (j.cgroup !== cgroupRoot && kernel.cgroups.has(cgroupRoot)) {
+          throw effectError('createCgroups', 'EEXIST', `cgroup ${cgroupRoot} exists, and no run of vm ${config.name} created it`);
+        }
+        if (kernel.cgroups.has(cgroupRoot) && kernel.populated(cgroupRoot)) {
+          throw effectError('createCgroups', 'EBUSY', `cgroup ${cgroupRoot} still has processes of an earlier run of vm ${config.name}`);
+        }
+        if (j.cgroup !== cgroupRoot) store.setJournal({ ...j, cgroup: cgroupRoot });
         const segments = cgroupRoot.split('/');
         for (let i = 1; i < segments.length; i++) {
           const parent = segments.slice(0, i).join('/');
-          if (!kernel.cgroups.has(parent)) kernel.mkdirCgroup(parent);
+          if (!kernel.cgroups.has(parent)) kernel.mkdirCgroup(parent, manager, null);
         }
-        kernel.mkdirCgroup(cgroupRoot);
-        for (const leaf of ['init', ...config.services.map((s) => s.name)]) kernel.mkdirCgroup(`${cgroupRoot}/${leaf}`);
+        if (!kernel.cgroups.has(cgroupRoot)) kernel.mkdirCgroup(cgroupRoot, manager, config.name);
+        for (const leaf of ['init', ...config.services.map((s) => s.name)]) {
+          const path = `${cgroupRoot}/${leaf}`;
+          if (!kernel.cgroups.has(path)) kernel.mkdirCgroup(path, manager, config.name);
+        }
         const limits = [config.cgroup.limits, ...config.services.map((s) => s.limits)];
         for (const key of limits.flatMap((l) => Object.keys(l))) {
           const controller = key.split('.')[0]!;
@@ -228,9 +280,7 @@ export function createSimBackend(
               `enable it or set cgroup.limitsOptional`);
           }
         }
-        const p = requireInit('createCgroups');
-        p.cgroup = `${cgroupRoot}/init`;
-        kernel.cgroups.get(p.cgroup)!.add(p.pid);
+        kernel.moveToCgroup(requireInit('createCgroups'), `${cgroupRoot}/init`, manager);
       }),
 
     launch: ({ service }, signal) =>
@@ -246,11 +296,11 @@ export function createSimBackend(
         proc = kernel.spawn({
           name: service.name, vm: config.name, pidns: parent.pidns, mntns: kernel.newNamespace(),
           uid: service.uid, gid: service.gid, cgroup: `${cgroupRoot}/${service.name}`,
-          landlock: domain, noNewPrivs: true, onSignal: behaviour(service, () => proc!),
+          landlock: domain, noNewPrivs: true, onSignal: behaviour(service, () => proc!), by: manager,
         });
-        if (service.tmp) kernel.mount(proc.mntns, '/tmp', config.name);
-        if (service.shm) kernel.mount(proc.mntns, '/dev/shm', config.name);
-        kernel.exec(proc);
+        if (service.tmp) kernel.mount(proc.mntns, '/tmp', config.name, manager);
+        if (service.shm) kernel.mount(proc.mntns, '/dev/shm', config.name, manager);
+        kernel.exec(proc, manager);
         const fd = kernel.pidfdOpen(proc.pid);
         services.set(service.name, { proc, fd, config: service });
         trace(`effect: launched ${service.name} pid ${proc.pid} uid ${service.uid}`);
@@ -263,9 +313,13 @@ export function createSimBackend(
         const vmm = services.get(vmmOf(config).name);
         if (!vmm?.proc.alive) return;
         const method = vmm.config.stop;
-        if ('signal' in method) kernel.pidfdSignal(vmm.fd, method.signal);
+        if ('signal' in method) kernel.pidfdSignal(vmm.fd, method.signal, manager);
         else {
-          trace(`effect: stop request to ${vmm.config.name} over ${Object.keys(method)[0]}`);
+          const via = Object.keys(method)[0];
+          if (vmmExitAt !== null && clock.now() >= vmmExitAt - VMM_SOCKET_CLOSE_MS) {
+            throw kernelError('ECONNRESET', `${via}: ${vmm.config.name} closed its socket: it is exiting`);
+          }
+          trace(`effect: stop request to ${vmm.config.name} over ${via}`);
           vmm.proc.onSignal('POWERDOWN');
         }
       }),
@@ -275,7 +329,7 @@ export function createSimBackend(
         const others = [...services.values()].filter((s) => !s.config.vmm && s.proc.alive);
         for (const s of others) {
           try {
-            kernel.pidfdSignal(s.fd, 'SIGTERM');
+            kernel.pidfdSignal(s.fd, 'SIGTERM', manager);
           } catch (e) {
             if (!(e instanceof KernelError && e.errno === 'ESRCH')) throw e;
           }
@@ -285,24 +339,28 @@ export function createSimBackend(
 
     killAll: (_input, signal) =>
       run('killAll', signal, () => {
-        if (kernel.cgroups.has(cgroupRoot)) kernel.cgroupKill(cgroupRoot);
-        if (init?.proc.alive) kernel.pidfdSignal(init.fd, 'SIGKILL');
-        return waitUntil(() => !vmProcsAlive(), signal, 'killAll').then(() => sleep(plan.delays.killAll ?? 0));
+        // Only the journalled cgroup (the init lives in it once it exists) and this run's own init.
+        const dir = store.journal().cgroup;
+        if (dir !== null && kernel.cgroups.has(dir)) kernel.cgroupKill(dir, manager);
+        if (init?.proc.alive) kernel.pidfdSignal(init.fd, 'SIGKILL', manager);
+        return waitUntil(() => !journalledAlive(), signal, 'killAll').then(() => sleep(plan.delays.killAll ?? 0));
       }),
 
     cleanup: (_input, signal) =>
       run('cleanup', signal, async () => {
         await sleep(plan.delays.cleanup ?? 0);
-        const leaves = kernel.childCgroups(cgroupRoot).sort((a, b) => b.length - a.length);
-        for (const path of [...leaves, cgroupRoot]) {
+        // Exactly what the journal holds, each struck off once it is gone.
+        const root = store.journal().cgroup;
+        const leaves = root === null ? [] : kernel.childCgroups(root).sort((a, b) => b.length - a.length);
+        for (const path of root === null ? [] : [...leaves, root]) {
           if (!kernel.cgroups.has(path)) continue;
           for (let attempt = 1; ; attempt++) {
             try {
-              if (path === cgroupRoot && busyLeft > 0) {
+              if (path === root && busyLeft > 0) {
                 busyLeft--;
                 throw kernelError('EBUSY', `rmdir ${path}`);
               }
-              kernel.rmdirCgroup(path);
+              kernel.rmdirCgroup(path, manager);
               break;
             } catch (e) {
               if (!(e instanceof KernelError && e.errno === 'EBUSY') || attempt >= CLEANUP_RETRIES) throw e;
@@ -311,7 +369,12 @@ export function createSimBackend(
             }
           }
         }
-        kernel.dirs.delete(config.runtimeDir);
+        if (root !== null) store.setJournal({ ...store.journal(), cgroup: null });
+        const dir = store.journal().runtimeDir;
+        if (dir !== null) {
+          kernel.rmDir(dir, manager);
+          store.setJournal({ ...store.journal(), runtimeDir: null });
+        }
       }),
   };
 
@@ -362,9 +425,9 @@ function reuseFreedPids(kernel: SimKernel, clock: VirtualClock, plan: FaultPlan,
       if (kernel.procs.has(proc.pid)) return;
       const p = kernel.spawn({
         pid: proc.pid, name: r.chance(0.5) ? 'other-vm-vmm' : 'host-proc', vm: r.chance(0.5) ? 'other-vm' : null,
-        pidns: 0, mntns: 0, uid: 1000, gid: 1000, cgroup: null, landlock: null, noNewPrivs: false,
+        pidns: 0, mntns: 0, uid: 1000, gid: 1000, cgroup: null, landlock: null, noNewPrivs: false, by: 0,
       });
-      kernel.exec(p);
+      kernel.exec(p, 0);
       clock.schedule(r.int(10, 1000), () => kernel.exit(p.pid, 0, null, p.gen));
     });
   });

@@ -22,4 +22,7 @@ export const demoPlan: FaultPlan = {
   othersIgnoreTerm: false,
   cleanupBusy: 0,
   pidReuse: 1,
+  vmmArmsAt: null,
+  secondManagerAt: null,
+  finishAt: null,
 };

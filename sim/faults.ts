@@ -55,6 +55,20 @@ export interface FaultPlan {
   cleanupBusy: number;
   /** Chance that a PID freed by the VM is taken by a host process (or another VM's) at once. */
   pidReuse: number;
+  /**
+   * The guest arms its power button at this time (ms from start); a stop request to the guest
+   * (qmp, API, command) that arrives earlier is dropped, as a booting guest drops it. null: armed
+   * from the start. A signal stop goes to the vmm process, not the guest, and is not affected.
+   */
+  vmmArmsAt: number | null;
+  /**
+   * A second manager for the same VM starts at this time (ms from start): an operator's
+   * `vmsandbox run`, or s6 restarting the service while the first is still tearing down. It must
+   * refuse (exit 101, touching nothing) while the first is live, wait while it is stopping.
+   */
+  secondManagerAt: number | null;
+  /** `vmsandbox finish` runs at this time: it must refuse while a manager holds the VM. */
+  finishAt: number | null;
 }
 
 export function planFromSeed(seed: number): FaultPlan {
@@ -96,5 +110,13 @@ export function planFromSeed(seed: number): FaultPlan {
     othersIgnoreTerm: r.chance(0.1),
     cleanupBusy: r.chance(0.1) ? r.int(1, 3) : 0,
     pidReuse: r.pick([0, 0.5, 1]),
+    // Drawn last, so the fields above stay what they were for every seed. Around the first stop
+    // request (up to a second before it, up to 12 s after): a stop sent while the guest boots.
+    vmmArmsAt: r.chance(0.3) ? Math.max(0, firstStop + r.int(-1000, 12000)) : null,
+    // Appended after the fields above, for the same reason. Most of them before the first stop
+    // request (the first manager is starting or running, or has ended already), the others in the
+    // half second after it (while it is stopping, mostly).
+    secondManagerAt: r.chance(0.02) ? (r.chance(0.6) ? r.int(0, firstStop) : firstStop + r.int(0, 500)) : null,
+    finishAt: r.chance(0.02) ? (r.chance(0.6) ? r.int(0, firstStop) : firstStop + r.int(0, 500)) : null,
   };
 }

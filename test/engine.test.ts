@@ -33,8 +33,8 @@ describe('the lean engine against XState', () => {
   it('gives the same traces for every mutant, failing seeds included', async () => {
     for (const m of mutants) {
       for (let seed = 1; seed <= 150; seed++) {
-        const x = await simulate(seed, { trace: true, machine: m.machine });
-        const l = await simulate(seed, { trace: true, machine: m.machine, engine: 'lean' });
+        const x = await simulate(seed, { trace: true, machine: m.machine, ownership: m.ownership });
+        const l = await simulate(seed, { trace: true, machine: m.machine, ownership: m.ownership, engine: 'lean' });
         expect(l.trace, `${m.name}, seed ${seed}`).toEqual(x.trace);
       }
     }

@@ -1,10 +1,14 @@
-// Realistic machine bugs, made as mutants of the real machine's config (never committed to it).
+// Realistic machine bugs, made as mutants of the real machine's config (never committed to it),
+// and one of the VM lock: a manager that does not respect it.
 // test/mutants.test.ts shows the simulator catches each; test/engine.test.ts that the lean engine
 // catches each at the same seed as XState. docs/simulation.md lists them.
 
 import { createMachine } from 'xstate';
+import { emptyJournal, type OwnerRecord, type VmLock } from '../effects/owner.js';
 import { sandboxMachine } from '../machines/sandbox.js';
 import type { SandboxMachine } from '../machines/sandbox.js';
+import type { OwnershipFactory } from '../sim/owner.js';
+import { simOwnership } from '../sim/owner.js';
 
 type Cfg = Record<string, unknown>;
 
@@ -28,9 +32,38 @@ const without = (key: string) => (o: Cfg) => {
 export interface Mutant {
   name: string;
   machine: SandboxMachine;
+  /** A VM lock other than the simulator's (the machine is then the product's). */
+  ownership?: OwnershipFactory;
   /** What the violation found must say. */
   caughtBy: RegExp;
 }
+
+/**
+ * A VM lock that does not lock: tryClaim always succeeds. Where the lock is taken it reads the
+ * holder's record and goes ahead as if the VM were its own (a `vmsandbox run` or `finish` that
+ * forgot the flock, or checked a pid file instead). The table, like the kernel's flock, still says
+ * who really holds it.
+ */
+export const locklessOwnership: OwnershipFactory = (kernel, clock, manager) => {
+  const port = simOwnership(kernel, clock, manager);
+  return {
+    ...port,
+    tryClaim(config, me) {
+      const c = port.tryClaim(config, me);
+      if (c.ok) return c;
+      const record: OwnerRecord = { ...(c.holder ?? { vm: config.name, since: clock.now(), stopBy: null, exitCode: null, endedAt: null }), pid: me.pid, phase: me.phase, journal: c.holder?.journal ?? emptyJournal() };
+      const lock: VmLock = {
+        previous: c.holder,
+        record,
+        journal: () => record.journal,
+        setJournal: (j) => void (record.journal = j),
+        update: (patch) => void Object.assign(record, patch),
+        release: () => undefined,
+      };
+      return { ok: true, lock };
+    },
+  };
+};
 
 export const mutants: Mutant[] = [
   {
@@ -67,5 +100,11 @@ export const mutants: Mutant[] = [
       })),
     ),
     caughtBy: /processes left|cgroups left/,
+  },
+  {
+    name: 'bug 6: the VM lock not respected (tryClaim always succeeds: a second manager or finish takes a live VM)',
+    machine: sandboxMachine,
+    ownership: locklessOwnership,
+    caughtBy: /(the second manager|`vmsandbox finish`) \(pid 100[23]\) .* while (the first manager \(pid 1001\) owned vm|nobody held the lock)/,
   },
 ];

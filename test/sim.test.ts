@@ -37,7 +37,7 @@ describe('simulation over seeds', () => {
     for (const o of ['stopped/stopped', 'stopped/forced', 'stopped/poweredOff', 'failed/setupFailed', 'failed/serviceCrashed', 'failed/parentDied', 'failed/initDied']) {
       expect(outcomes).toContain(o);
     }
-    for (const s of ['setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup', 'setup.launch', 'running', 'gracefulStop.vmm', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped', 'failed']) {
+    for (const s of ['setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup', 'setup.launch', 'running', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped', 'failed']) {
       expect(states).toContain(s);
     }
   });
@@ -63,6 +63,7 @@ describe('simulation over seeds', () => {
       othersIgnoreTerm: fc.boolean(),
       cleanupBusy: fc.integer({ min: 0, max: 4 }),
       pidReuse: fc.constantFrom(0, 0.5, 1),
+      vmmArmsAt: fc.option(fc.integer({ min: 0, max: 20000 })),
     });
     await fc.assert(
       fc.asyncProperty(arbPlan, fc.nat(), async (p, configSeed) => {
@@ -161,6 +162,53 @@ describe('oracles: plans whose outcome is known', () => {
     expect(r.violations).toEqual([]);
     expect(r.output?.outcome).toBe('serviceCrashed');
     expect(r.trace.some((l) => / kernel: exit (host-proc|other-vm-vmm)/.test(l) || /other-vm|host-proc/.test(l))).toBe(true);
+  });
+
+  describe('a stop requested while the guest boots (its power button not armed yet)', () => {
+    // configFromSeed(3): the vmm is stopped over QMP, stopMs 10000. The demo plan: SIGTERM at 3000,
+    // each request takes 1 ms, the guest powers off 160 ms after it takes the button.
+    const dropped = (trace: string[]) => trace.filter((l) => /the guest drops the power button/.test(l)).length;
+
+    it('armed within stopMs: the request is repeated until the guest takes it; stopped, exit 0', async () => {
+      expect(config.services.find((s) => s.vmm)?.stop).toHaveProperty('qmp');
+      const r = await simulate(0, { config, plan: plan({ vmmArmsAt: 5500 }), trace: true });
+      expect(r.violations).toEqual([]);
+      expect(r.output).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [] });
+      // 3001, 4002, 5003 dropped; 6004 taken; the vmm exits 160 ms later.
+      expect(r.output!.stopRequests).toBe(4);
+      expect(dropped(r.trace)).toBe(3);
+      expect(r.trace.some((l) => l.includes('stop request 4 sent (qmp)'))).toBe(true);
+      expect(r.endedAt! - 3000).toBeLessThan(3004 + demoPlan.vmmStopMs + 100);
+    });
+
+    it('armed only after stopMs: every request is dropped, forced at stopMs: exit 2', async () => {
+      const r = await simulate(0, { config, plan: plan({ vmmArmsAt: 3000 + config.timeouts.stopMs + 500 }), trace: true });
+      expect(r.violations).toEqual([]);
+      expect(r.output).toMatchObject({ outcome: 'forced', exitCode: EXIT_CODES.forced, errors: [] });
+      expect(r.output!.stopRequests).toBe(10);
+      expect(dropped(r.trace)).toBe(10);
+    });
+
+    it('a signal stop is sent exactly once, whether or not it works', async () => {
+      const bySignal = { ...config, services: config.services.map((s) => (s.vmm ? { ...s, stop: { signal: 'SIGTERM' } } : s)) };
+      const sent = (trace: string[]) => trace.filter((l) => / kernel: SIGTERM -> vmm\[/.test(l)).length;
+      const ignored = await simulate(0, { config: bySignal, plan: plan({ vmmIgnoresStop: true }), trace: true });
+      expect(ignored.violations).toEqual([]);
+      expect(ignored.output).toMatchObject({ outcome: 'forced', exitCode: EXIT_CODES.forced, stopRequests: 1 });
+      expect(sent(ignored.trace)).toBe(1);
+      // A signal goes to the vmm process, not to the guest: an unarmed guest does not matter.
+      const booting = await simulate(0, { config: bySignal, plan: plan({ vmmArmsAt: 8000 }), trace: true });
+      expect(booting.output).toMatchObject({ outcome: 'stopped', exitCode: 0, stopRequests: 1 });
+      expect(sent(booting.trace)).toBe(1);
+    });
+
+    it('a repeat that races the vmm exit (its QMP socket closed) fails without forcing: stopped, exit 0', async () => {
+      // Taken at 3001, the vmm exits at 4011 and closes its socket 20 ms before; the repeat at 4002 fails.
+      const r = await simulate(0, { config, plan: plan({ vmmStopMs: 1010 }), trace: true });
+      expect(r.violations).toEqual([]);
+      expect(r.trace.some((l) => /stop request 2 failed \(qmp\): .*ECONNRESET.*not forcing/.test(l))).toBe(true);
+      expect(r.output).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [], stopRequests: 2 });
+    });
   });
 
   it('rmdir EBUSY is retried and the cgroups still go away', async () => {
