@@ -3,7 +3,7 @@
 
 import { posix } from 'node:path';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
-import { FORBIDDEN_CAPABILITIES } from '../../config/rules.js';
+import { canonicalSecurebit, FORBIDDEN_CAPABILITIES, IDENTIFIER_PATTERN, SECUREBITS } from '../../config/rules.js';
 import { EffectError } from '../port.js';
 import { serviceLeaf } from './cgroup.js';
 
@@ -201,16 +201,11 @@ export function landlockRules(config: VmConfig, service: ServiceConfig): Landloc
   return { read: [...new Set(read)], write: [...new Set(write)] };
 }
 
-/** securebits.h bit numbers of the names config/rules.ts offers. */
-const SECUREBIT_NUMBERS: Record<string, number> = {
-  SECBIT_NOROOT: 0, SECBIT_NOROOT_LOCKED: 1, SECBIT_NO_SETUID_FIXUP: 2, SECBIT_NO_SETUID_FIXUP_LOCKED: 3,
-};
-
+/** The mask of a service's securebits: config/rules.ts's table (names and securebits.h bit numbers). */
 export function securebitsMask(service: ServiceConfig): number {
   let mask = 0;
   for (const name of service.securebits ?? []) {
-    const n = name.toUpperCase().startsWith('SECBIT_') ? name.toUpperCase() : `SECBIT_${name.toUpperCase()}`;
-    const bit = SECUREBIT_NUMBERS[n];
+    const bit = SECUREBITS[canonicalSecurebit(name)];
     if (bit === undefined) throw new EffectError('launch', 'EINVAL', `${service.name}: unknown or unsupported securebit ${name}`);
     mask |= 1 << bit;
   }
@@ -232,8 +227,8 @@ export function listenFields(config: VmConfig, service: ServiceConfig): string[]
 
 /** The `spawn` request fields for a service (see do_spawn in native/vmsandbox-init.c). */
 export function spawnFields(config: VmConfig, service: ServiceConfig, abi: number): string[] {
-  if (!/^[A-Za-z0-9_.-]{1,60}$/.test(service.name)) {
-    throw new EffectError('launch', 'EINVAL', `service name ${JSON.stringify(service.name)} must match [A-Za-z0-9_.-]{1,60}`);
+  if (!new RegExp(IDENTIFIER_PATTERN).test(service.name)) {
+    throw new EffectError('launch', 'EINVAL', `service name ${JSON.stringify(service.name)} must match ${IDENTIFIER_PATTERN} (config/rules.ts)`);
   }
   const argv0 = service.argv[0];
   if (!argv0) throw new EffectError('launch', 'EINVAL', `${service.name}: empty argv`);
