@@ -9,6 +9,7 @@
 //   {"type":"services", time, services}       a fresh sample of the services' cgroup counters
 //   {"type":"bye", time}                      the manager is closing the socket
 
+import { serviceCgroupPath } from '../config/cgroupLayout.js';
 import type { VmConfig } from '../config/types.js';
 import type { MachineGraph } from './graph.js';
 import { eventLabel } from './graph.js';
@@ -104,10 +105,8 @@ export function configSummary(config: VmConfig): ConfigSummary {
   };
 }
 
-/** The cgroup leaf of a service, relative to the cgroup2 mount (effects/linux/cgroup.ts layout). */
-export function serviceCgroup(config: Pick<VmConfig, 'name' | 'cgroup'>, service: string): string {
-  return [...config.cgroup.parent.split('/').filter(Boolean), config.name, `svc-${service}`].join('/');
-}
+/** The cgroup leaf of a service, relative to the cgroup2 mount (config/cgroupLayout.ts). */
+export const serviceCgroup = serviceCgroupPath;
 
 /** A TransitionRecord's live services (name → pid), completed from the config. */
 export function serviceStatuses(config: VmConfig | null, pids: Record<string, number>): ServiceStatus[] {

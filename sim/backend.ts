@@ -5,6 +5,7 @@
 // before creating them, refuses ones that exist un-journalled, and tears down exactly what is
 // journalled (effects/owner.ts); every kernel action it takes is attributed to its manager.
 
+import { initCgroupPath, serviceCgroupPath, vmCgroupPath } from '../config/cgroupLayout.js';
 import { Subject } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
 import { vmmOf } from '../config/types.js';
@@ -51,7 +52,7 @@ export function createSimBackend(
   const store = opts.journal ?? memoryJournal();
   const manager = opts.manager ?? 1;
   const events$ = new Subject<KernelEvent>();
-  const cgroupRoot = `${config.cgroup.parent}/${config.name}`;
+  const cgroupRoot = vmCgroupPath(config);
   const vm = { pidns: null as number | null, mntns: null as number | null, cgroupRoot, domains: new Map<string, number>() };
   const services = new Map<string, { proc: Proc; fd: Pidfd; config: ServiceConfig }>();
   const calls: Partial<Record<Op, number>> = {};
@@ -267,8 +268,7 @@ export function createSimBackend(
           if (!kernel.cgroups.has(parent)) kernel.mkdirCgroup(parent, manager, null);
         }
         if (!kernel.cgroups.has(cgroupRoot)) kernel.mkdirCgroup(cgroupRoot, manager, config.name);
-        for (const leaf of ['init', ...config.services.map((s) => s.name)]) {
-          const path = `${cgroupRoot}/${leaf}`;
+        for (const path of [initCgroupPath(config), ...config.services.map((s) => serviceCgroupPath(config, s.name))]) {
           if (!kernel.cgroups.has(path)) kernel.mkdirCgroup(path, manager, config.name);
         }
         const limits = [config.cgroup.limits, ...config.services.map((s) => s.limits)];
@@ -280,7 +280,7 @@ export function createSimBackend(
               `enable it or set cgroup.limitsOptional`);
           }
         }
-        kernel.moveToCgroup(requireInit('createCgroups'), `${cgroupRoot}/init`, manager);
+        kernel.moveToCgroup(requireInit('createCgroups'), initCgroupPath(config), manager);
       }),
 
     launch: ({ service }, signal) =>
@@ -295,7 +295,7 @@ export function createSimBackend(
         // Landlock, exec — the record is taken at exec.
         proc = kernel.spawn({
           name: service.name, vm: config.name, pidns: parent.pidns, mntns: kernel.newNamespace(),
-          uid: service.uid, gid: service.gid, cgroup: `${cgroupRoot}/${service.name}`,
+          uid: service.uid, gid: service.gid, cgroup: serviceCgroupPath(config, service.name),
           landlock: domain, noNewPrivs: true, onSignal: behaviour(service, () => proc!), by: manager,
         });
         if (service.tmp) kernel.mount(proc.mntns, '/tmp', config.name, manager);

@@ -1,6 +1,7 @@
 // What must hold after every simulated run, whatever the fault plan did. Each check returns the
 // violations it found as sentences an engineer can act on.
 
+import { serviceCgroupPath } from '../config/cgroupLayout.js';
 import type { VmConfig } from '../config/types.js';
 import type { TransitionRecord } from '../machines/observe.js';
 import { exitCodeFor } from '../machines/outcome.js';
@@ -130,7 +131,7 @@ export function checkInvariants(f: RunFacts): string[] {
     }
     const r = e.rec;
     if (r.uid !== s.uid || r.gid !== s.gid) v.push(`${s.name} exec'd as ${r.uid}:${r.gid}, config says ${s.uid}:${s.gid}`);
-    if (r.cgroup !== `${root}/${s.name}`) v.push(`${s.name} exec'd in cgroup ${r.cgroup}, not its leaf`);
+    if (r.cgroup !== serviceCgroupPath(config, s.name)) v.push(`${s.name} exec'd in cgroup ${r.cgroup}, not its leaf`);
     if (r.landlock === null && !degradedFs) v.push(`${s.name} exec'd without its Landlock domain`);
     if (!r.noNewPrivs) v.push(`${s.name} exec'd without no_new_privs`);
     if (r.pidns !== ran.vm.pidns) v.push(`${s.name} exec'd outside the VM's PID namespace`);

@@ -1,22 +1,19 @@
 // cgroup v2 through plain file I/O. Only the cgroup2 mount is ever touched (found in
 // /proc/self/mountinfo); cgroup v1 hierarchies are left alone.
 //
-// Layout: <mount>/<config.cgroup.parent>/<vm>/{init,svc-<service>...}: the init and every service
+// Layout (config/cgroupLayout.ts): <mount>/<config.cgroup.parent>/<vm>/{init,svc-<service>...}: the init and every service
 // in a leaf of their own, so the VM directory holds no process and can carry controllers.
 
 import { watch } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { INIT_LEAF, serviceLeaf, vmCgroupPath } from '../../config/cgroupLayout.js';
 import type { Limits, VmConfig } from '../../config/types.js';
 import { EffectError } from '../port.js';
 import { explainedError } from './explain.js';
 
-export const INIT_LEAF = 'init';
-
-export function serviceLeaf(service: string): string {
-  return `svc-${service}`;
-}
+export { INIT_LEAF, serviceLeaf };
 
 function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
@@ -47,9 +44,8 @@ export function cgroupRoot(): string {
 
 /** <mount>/<parent>/<vm>. */
 export function vmCgroupDir(config: VmConfig, root = cgroupRoot()): string {
-  const parent = config.cgroup.parent.replace(/^\/+/, '');
-  if (parent.split('/').includes('..')) throw new EffectError('cgroup', 'EINVAL', `cgroup.parent ${config.cgroup.parent} must not contain ..`);
-  return join(root, parent, config.name);
+  if (config.cgroup.parent.split('/').includes('..')) throw new EffectError('cgroup', 'EINVAL', `cgroup.parent ${config.cgroup.parent} must not contain ..`);
+  return join(root, vmCgroupPath(config));
 }
 
 /** What an errno from cgroupfs usually means, for any cgroup file or directory. */

@@ -3,6 +3,7 @@
 // ok, warn (runs, but weaker or worth a look) or fail (`vmsandbox run` would refuse or fail setup).
 // See docs/linux-backend.md ("Host check") and docs/config.md ("Validating").
 
+import { vmCgroupPath } from '../../config/cgroupLayout.js';
 import { existsSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
@@ -195,7 +196,7 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
       controllers = c;
     }
     add('ok', 'host.cgroup2', `mounted at ${mount}; controllers available at ${where}: ${controllers.join(' ') || '(none)'}`);
-    const vmDir = join(mount, config.cgroup.parent, config.name);
+    const vmDir = join(mount, vmCgroupPath(config));
     if (/^populated 1$/m.test(readOr(join(vmDir, 'cgroup.events'), ''))) {
       add('warn', 'name', `${vmDir} has processes: this VM is running (or its last run was not cleaned up: vmsandbox finish)`);
     }
