@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../config/types.js';
 import { createLinuxBackend } from '../effects/linux/index.js';
-import { describeJournal, type Journal, type JournalStore } from '../effects/owner.js';
+import { journalIsEmpty, type Journal, type JournalStore } from '../effects/owner.js';
 
 interface Found {
   cgroups: string[];
@@ -54,7 +54,7 @@ export async function removeLeftovers(config: VmConfig, store: JournalStore, log
   const journal = store.journal();
   const before = survey(journal);
   const problems: string[] = [];
-  if (before.cgroups.length || before.runtimeDir || describeJournal(journal).length) {
+  if (!journalIsEmpty(journal)) {
     if (process.getuid?.() !== 0) {
       problems.push('not root: cannot remove the leftovers');
     } else {

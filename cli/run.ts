@@ -33,7 +33,6 @@ const PARENT_DEATH_SIGNAL = 'SIGPWR';
 
 const USAGE = 'usage: vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]\n';
 
-
 function positiveInt(text: string | undefined, min: number): number | null | undefined {
   if (text === undefined) return undefined;
   return /^\d+$/.test(text) && Number(text) >= min && Number(text) <= 2 ** 31 - 1 ? Number(text) : null;
