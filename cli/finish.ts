@@ -22,12 +22,12 @@ import type { VmConfig } from '../config/types.js';
 import { cgroupRoot, vmCgroupDir } from '../effects/linux/cgroup.js';
 import { signalName } from '../effects/linux/native.js';
 import { failuresPath, linuxOwnership } from '../effects/linux/owner.js';
-import { describeHolder, memoryJournal, type Claim, type JournalStore, type OwnerRecord } from '../effects/owner.js';
+import { describeHolder, memoryJournal, UPTIME_JUDGED_EXITS, type Claim, type JournalStore, type OwnerRecord } from '../effects/owner.js';
 import { EXIT_CODES, FINISH_REFUSED } from '../machines/outcome.js';
-
-export { FINISH_REFUSED };
 import { removeLeftovers, type Removal } from './leftovers.js';
 import { createLogger } from './log.js';
+
+export { FINISH_REFUSED };
 
 /** s6-supervise's "permanent failure: do not restart ./run". */
 export const S6_PERMANENT_FAILURE = 125;
@@ -38,9 +38,6 @@ export const DEFAULT_MIN_UPTIME_MS = 10_000;
 const USAGE =
   'usage: vmsandbox finish CONFIG [EXITCODE [SIGNAL]] [--force] [--max-early-failures N] [--min-uptime MS]\n';
 
-/** Run exit codes that count as a failure when they come soon after the start. */
-const FAILURES_WHEN_EARLY = new Set([EXIT_CODES.serviceCrashed, EXIT_CODES.initDied, EXIT_CODES.teardownFailed, 256]);
-
 /**
  * Is this run's end part of a crash loop? A setup failure (111) and a refused duplicate start
  * (101) never got a VM up, whenever they happen. A crash, a dead init, a failed teardown or a
@@ -50,7 +47,7 @@ const FAILURES_WHEN_EARLY = new Set([EXIT_CODES.serviceCrashed, EXIT_CODES.initD
  */
 export function isEarlyFailure(code: number | undefined, uptimeMs: number | null, minUptimeMs: number): boolean {
   if (code === EXIT_CODES.setupFailed || code === EXIT_CODES.alreadyRunning) return true;
-  return code !== undefined && FAILURES_WHEN_EARLY.has(code) && uptimeMs !== null && uptimeMs < minUptimeMs;
+  return code !== undefined && UPTIME_JUDGED_EXITS.has(code) && uptimeMs !== null && uptimeMs < minUptimeMs;
 }
 
 interface Failures {
@@ -201,11 +198,12 @@ export async function finishMain(argv: string[]): Promise<number> {
  * holds. The escape hatch for leftovers no journal knows (an older vmsandbox) and for a live VM.
  */
 function byName(config: VmConfig, journal: ReturnType<JournalStore['journal']> | null, warn: (m: string) => void) {
-  let cgroup: string | null = journal?.cgroup ?? null;
+  let cgroup: string | null;
   try {
     cgroup = vmCgroupDir(config, cgroupRoot());
   } catch (e) {
     warn(`finish --force: ${(e as Error).message}`);
+    cgroup = journal?.cgroup ?? null;
   }
   if (journal?.cgroup && journal.cgroup !== cgroup) warn(`finish --force: the journal names cgroup ${journal.cgroup}, the config ${cgroup}: removing the config's`);
   return { cgroup, runtimeDir: config.runtimeDir };

@@ -12,6 +12,7 @@
 // (wait for an owner that is going away, refuse, what to say) is here, once.
 
 import type { VmConfig } from '../config/types.js';
+import { EXIT_CODES } from '../machines/outcome.js';
 
 /** What runs of a VM created and have not removed yet, by path. */
 export interface Journal {
@@ -62,6 +63,23 @@ export interface OwnerRecord {
   journal: Journal;
 }
 
+/**
+ * Run exits `vmsandbox finish` judges by how long the run lasted (a crash soon after the start is a
+ * crash loop): a crash, a dead init, a failed teardown, a killed manager (s6's 256).
+ */
+export const UPTIME_JUDGED_EXITS: ReadonlySet<number> = new Set([
+  EXIT_CODES.serviceCrashed, EXIT_CODES.initDied, EXIT_CODES.teardownFailed, 256,
+]);
+
+/**
+ * Whether a released lock's record still has a reader: a journal names leftovers to remove, or
+ * `finish` needs the run's start and end to judge its exit. Otherwise the lock's trace goes with
+ * the lock (nothing of a VM stays under /run once it is down and finished).
+ */
+export function recordWorthKeeping(r: OwnerRecord): boolean {
+  return !journalIsEmpty(r.journal) || (r.phase === 'ended' && r.exitCode !== null && UPTIME_JUDGED_EXITS.has(r.exitCode));
+}
+
 /** Persistent storage of the journal: the held lock's record, or memory for a lock-less backend. */
 export interface JournalStore {
   journal(): Journal;
@@ -80,6 +98,7 @@ export interface VmLock extends JournalStore {
   readonly previous: OwnerRecord | null;
   readonly record: OwnerRecord;
   update(patch: Partial<Omit<OwnerRecord, 'vm' | 'pid' | 'journal'>>): void;
+  /** Let the lock go; the record stays only while recordWorthKeeping() says it has a reader. */
   release(): void;
 }
 
@@ -129,14 +148,14 @@ export async function claimVm(
     const c = port.tryClaim(config, { pid: me.pid, phase: 'starting' });
     if (c.ok) return c;
     const h = c.holder;
-    // 'ended': the owner has recorded how its run ended and is letting the lock go this instant.
-    if (h?.phase === 'ended') endedSeen ??= port.now();
-    const until =
-      h?.phase === 'stopping' && h.stopBy !== null ? h.stopBy + CLAIM_SLACK_MS : h?.phase === 'ended' ? endedSeen! + CLAIM_SLACK_MS : null;
+    // 'ended', or no record at all (its file unlinked): the owner is letting the lock go this instant.
+    const releasing = h === null || h.phase === 'ended';
+    if (releasing) endedSeen ??= port.now();
+    const until = h?.phase === 'stopping' && h.stopBy !== null ? h.stopBy + CLAIM_SLACK_MS : releasing ? endedSeen! + CLAIM_SLACK_MS : null;
     if (until === null || port.now() >= until || opts.signal?.aborted) return c;
-    if (!told) {
+    if (!told && h?.phase === 'stopping') {
       told = true;
-      opts.onWait?.(h!, until - port.now());
+      opts.onWait?.(h, until - port.now());
     }
     await port.sleep(CLAIM_RETRY_MS, opts.signal);
   }

@@ -1,13 +1,13 @@
 // The VM lock in the simulator: the ownership port (effects/owner.ts) over the model kernel's lock
 // table, in virtual time. Same shape as the Linux one (effects/linux/owner.ts): a VM lock and a
 // runtime-directory lock, both taken or neither, never blocking; a held lock's record carries the
-// journal; the record stays in the table after the holder lets go (as a lock file does), so the
-// next owner sees what the last one left. What to do with a claim (wait for a stopping owner,
+// journal; the record stays in the table after the holder lets go while it has a reader (as the
+// lock file does: recordWorthKeeping), so the next owner sees what the last one left. What to do with a claim (wait for a stopping owner,
 // refuse, what to say) is effects/owner.ts's, shared with `vmsandbox run` and `finish`.
 
 import type { VmConfig } from '../config/types.js';
 import type { Claim, Journal, OwnerRecord, OwnershipPort, Phase, VmLock } from '../effects/owner.js';
-import { emptyJournal } from '../effects/owner.js';
+import { emptyJournal, recordWorthKeeping } from '../effects/owner.js';
 import { EffectError } from '../effects/port.js';
 import type { VirtualClock } from './clock.js';
 import { withoutStack } from './errors.js';
@@ -54,6 +54,9 @@ class SimLock implements VmLock {
   release(): void {
     if (this.released) return;
     this.released = true;
+    // As the Linux port unlinks its files: the record stays only while it has a reader.
+    if (!recordWorthKeeping(this.record)) this.vm.record = null;
+    this.rd.record = null;
     this.vm.holder = 0;
     this.rd.holder = 0;
   }

@@ -3,7 +3,7 @@
 
 import { describe, expect, test } from 'vitest';
 import { parseConfig } from '../config/load.js';
-import { claimVm, emptyJournal, type Claim, type OwnerRecord, type OwnershipPort, type Phase, type VmLock } from '../effects/owner.js';
+import { claimVm, emptyJournal, recordWorthKeeping, type Claim, type OwnerRecord, type OwnershipPort, type Phase, type VmLock } from '../effects/owner.js';
 
 const config = parseConfig({
   name: 'vm1',
@@ -30,6 +30,18 @@ function port(answers: (OwnerRecord | 'free')[]): OwnershipPort & { tries: numbe
   return p;
 }
 
+describe('recordWorthKeeping', () => {
+  test('a record is kept while a journal names leftovers, or finish must judge a failed run by its uptime', () => {
+    const ended = (exitCode: number) => ({ ...holder('ended'), exitCode });
+    expect(recordWorthKeeping(ended(0))).toBe(false);
+    expect(recordWorthKeeping(ended(2))).toBe(false);
+    expect(recordWorthKeeping(ended(111))).toBe(false);
+    for (const code of [4, 5, 7]) expect(recordWorthKeeping(ended(code))).toBe(true);
+    expect(recordWorthKeeping({ ...holder('running'), journal: { cgroup: '/x', runtimeDir: null } })).toBe(true);
+    expect(recordWorthKeeping(holder('finish'))).toBe(false);
+  });
+});
+
 describe('claimVm', () => {
   test('a running owner is refused at once', async () => {
     const p = port([holder('running')]);
@@ -51,8 +63,11 @@ describe('claimVm', () => {
     expect(p.clock).toBeLessThan(1600);
   });
 
-  test('an owner that has recorded its end is letting the lock go: waited for briefly', async () => {
+  test('an owner that has recorded its end, or whose record is gone, is letting the lock go: waited for briefly', async () => {
     expect((await claimVm(port([holder('ended'), holder('ended'), 'free']), config, { pid: 1 })).ok).toBe(true);
+    const gone = port([null as unknown as OwnerRecord, 'free']);
+    expect((await claimVm(gone, config, { pid: 1 })).ok).toBe(true);
+    expect(gone.tries).toBe(2);
     const stuck = port([holder('ended')]);
     expect((await claimVm(stuck, config, { pid: 1 })).ok).toBe(false);
     expect(stuck.clock).toBeLessThan(1100);

@@ -6,16 +6,18 @@
 //
 // Why flock: the kernel drops it when the last descriptor of the open file goes, so a SIGKILLed
 // manager's lock is free at once, and nothing is ever "stale by guess". Node opens every file
-// O_CLOEXEC, so neither the sandbox's init nor a service (both exec'd) inherits it. The files stay
-// (a lock file that is unlinked while others may hold it open invites two owners); /run is a tmpfs.
-// The directory is created by root, 0700, and checked: a lock root does not trust is refused.
+// O_CLOEXEC, so neither the sandbox's init nor a service (both exec'd) inherits it. An owner that
+// lets go unlinks its files first (the VM's only while its record has no reader left, see
+// recordWorthKeeping), and whoever takes a lock checks that the file is still at the path, so an
+// unlink never gives two owners. A SIGKILLed manager's files stay, journal and all, for the next
+// owner. The directory is created by root, 0700, and checked: a lock root does not trust is refused.
 
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../../config/types.js';
 import type { Claim, Journal, OwnerRecord, OwnershipPort, Phase, VmLock } from '../owner.js';
-import { emptyJournal } from '../owner.js';
+import { emptyJournal, recordWorthKeeping } from '../owner.js';
 import { EffectError } from '../port.js';
 import { flockExclusive } from './native.js';
 
@@ -83,18 +85,39 @@ interface Held {
   path: string;
 }
 
-/** Open (never following a symlink) and flock one lock file; null if another holds it. */
-function take(path: string): Held | null {
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
-  let ok = false;
+/** Is the file open at fd still the one at path? (A releasing owner may have unlinked it.) */
+function stillAt(fd: number, path: string): boolean {
   try {
-    const st = fstatSync(fd);
-    if (!st.isFile() || st.uid !== 0) throw new EffectError('lock', 'EPERM', `${path} is not a regular file of root's: remove it`);
-    ok = flockExclusive(fd);
-  } finally {
-    if (!ok) closeSync(fd);
+    const a = fstatSync(fd);
+    const b = lstatSync(path);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
   }
-  return ok ? { fd, path } : null;
+}
+
+/**
+ * Open (never following a symlink) and flock one lock file; null if another holds it. An owner
+ * unlinks its lock file when it lets go (while still holding it): a lock taken on a file that is no
+ * longer at the path locks nothing, so it is dropped and the path opened again.
+ */
+function take(path: string): Held | null {
+  for (let attempt = 0; ; attempt++) {
+    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    let held = false;
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile() || st.uid !== 0) throw new EffectError('lock', 'EPERM', `${path} is not a regular file of root's: remove it`);
+      if (!flockExclusive(fd)) return null;
+      if (stillAt(fd, path)) {
+        held = true;
+        return { fd, path };
+      }
+      if (attempt >= 10) throw new EffectError('lock', 'EAGAIN', `${path} keeps being replaced while it is being locked`);
+    } finally {
+      if (!held) closeSync(fd);
+    }
+  }
 }
 
 function write(h: Held, r: unknown): void {
@@ -161,6 +184,9 @@ export function linuxOwnership(opts: { dir?: string } = {}): OwnershipPort {
         release() {
           if (released) return;
           released = true;
+          // Unlinked while still held, so a contender can tell (take() re-checks the path).
+          if (!recordWorthKeeping(record)) rmSync(vmPath, { force: true });
+          rmSync(rdPath, { force: true });
           closeSync(rd.fd);
           closeSync(vm.fd);
         },

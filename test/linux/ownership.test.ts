@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSy
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLinuxBackend } from '../../effects/linux/backend.js';
-import { linuxOwnership, vmLockPath } from '../../effects/linux/owner.js';
+import { linuxOwnership, readRecord, runtimeDirLockPath, vmLockPath } from '../../effects/linux/owner.js';
 import { memoryJournal } from '../../effects/owner.js';
 import {
   cgroupParentDir,
@@ -181,7 +181,9 @@ describe.skipIf(skip)('one owner per VM', () => {
     expect(f.code).toBe(0);
     expect(f.records.find((r) => r.event === 'finish')!.removed).toEqual(expect.arrayContaining([`cgroup ${cgroupOf(vm)}`, `runtime dir ${vm.runtimeDir}`]));
     expect(await settled(vm)).toEqual([]);
-    expect(JSON.parse(readFileSync(vmLockPath(vm.name), 'utf8'))).toMatchObject({ journal: { cgroup: null, runtimeDir: null } });
+    // Its journal emptied and nobody left to read the record: the lock's files are gone too.
+    expect(existsSync(vmLockPath(vm.name))).toBe(false);
+    expect(existsSync(runtimeDirLockPath(vm.runtimeDir))).toBe(false);
   });
 
   it('a run after a SIGKILLed manager removes what it left, then starts', async () => {
@@ -209,7 +211,7 @@ describe.skipIf(skip)('one owner per VM', () => {
     await runningVmm(first);
     expect(await until(() => existsSync(`${vm.runtimeDir}/vmm/armed`), 5000, 20)).toBe(true);
     first.kill('SIGTERM');
-    const phase = () => (JSON.parse(readFileSync(vmLockPath(vm.name), 'utf8')) as { phase: string }).phase;
+    const phase = () => readRecord(vmLockPath(vm.name))?.phase;
     expect(await until(() => phase() === 'stopping', 5000, 10)).toBe(true);
     const next = spawnRun(file);
     const vmm = await runningVmm(next);
@@ -271,8 +273,12 @@ describe.skipIf(skip)('one owner per VM', () => {
     expect(linuxOwnership().tryClaim(config, { pid: process.pid, phase: 'finish' }).ok).toBe(false);
     m.kill('SIGTERM');
     expect(await m.exited).toBe(0);
+    // A clean stop leaves nothing under /run, the lock's files included.
+    expect(existsSync(vmLockPath(vm.name))).toBe(false);
+    expect(existsSync(runtimeDirLockPath(vm.runtimeDir))).toBe(false);
     const after = linuxOwnership().tryClaim(config, { pid: process.pid, phase: 'finish' });
     expect(after.ok).toBe(true);
     if (after.ok) after.lock.release();
+    expect(existsSync(vmLockPath(vm.name))).toBe(false);
   });
 });
