@@ -170,6 +170,14 @@ async function dropFixture(): Promise<void> {
   rmSync(join(f.scan.dir, '..'), { recursive: true, force: true });
 }
 
+/** `s6-svc -d`, then `s6-svwait -D` (run and finish done); returns the ms in between. */
+async function stopAndWaitDown(f: Fixture): Promise<number> {
+  const t = Date.now();
+  await f.scan.svc(NAME, '-d');
+  expect(await f.scan.svwait(NAME, '-D', f.bound + 3000)).toBe(true);
+  return Date.now() - t;
+}
+
 async function startReady(f: Fixture): Promise<number> {
   const t = Date.now();
   await f.scan.svc(NAME, '-u');
@@ -192,10 +200,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     expect(ready[0]).toMatchObject({ notified: true, condition: expect.stringContaining('QMP greeting') });
     track(f.vm);
 
-    const t = Date.now();
-    await f.scan.svc(NAME, '-d');
-    expect(await f.scan.svwait(NAME, '-D', f.bound + 3000)).toBe(true);
-    const downMs = Date.now() - t;
+    const downMs = await stopAndWaitDown(f);
     console.log(`s6: ready ${readyMs} ms after s6-svc -u (manager: ${String(ready[0]!.ms)} ms after its start); s6-svc -d → down+finished ${downMs} ms`);
     expect(downMs).toBeLessThan(f.bound);
     expect(f.log().some((l) => l.includes('system_powerdown received: guest shutting down'))).toBe(true);
@@ -211,10 +216,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     const f = await setup({ vmmArgs: ['--ignore-powerdown'], timeouts: { stopMs: 500, killMs: 2000 } });
     await startReady(f);
     track(f.vm);
-    const t = Date.now();
-    await f.scan.svc(NAME, '-d');
-    expect(await f.scan.svwait(NAME, '-D', f.bound + 3000)).toBe(true);
-    const downMs = Date.now() - t;
+    const downMs = await stopAndWaitDown(f);
     console.log(`s6: forced stop (stopMs 500) → down+finished ${downMs} ms`);
     expect(downMs).toBeLessThan(f.bound);
     expect(f.log().some((l) => l.includes('system_powerdown received: ignored'))).toBe(true);
@@ -227,10 +229,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     const f = await setup({ vmmArgs: ['--arm-ms', '2500'], timeouts: { stopMs: 10_000, killMs: 2000 } });
     await startReady(f);
     track(f.vm);
-    const t = Date.now();
-    await f.scan.svc(NAME, '-d');
-    expect(await f.scan.svwait(NAME, '-D', f.bound + 3000)).toBe(true);
-    const downMs = Date.now() - t;
+    const downMs = await stopAndWaitDown(f);
     const exit = f.records().find((r) => 'exitCode' in r && 'outcome' in r && r.event === undefined);
     console.log(`s6: guest arming 2.5 s after its start, s6-svc -d at ready → down+finished ${downMs} ms, ${String(exit?.stopRequests)} stop requests`);
     expect(exit, f.log().join('\n')).toMatchObject({ outcome: 'stopped', exitCode: 0 });
@@ -259,10 +258,7 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     await startReady(f);
     track(f.vm);
     const booted = existsSync(join(f.vm.storage, 'guest-booted'));
-    const t = Date.now();
-    await f.scan.svc(NAME, '-d');
-    expect(await f.scan.svwait(NAME, '-D', f.bound + 3000)).toBe(true);
-    const downMs = Date.now() - t;
+    const downMs = await stopAndWaitDown(f);
     const exit = f.records().find((r) => 'exitCode' in r && 'outcome' in r && r.event === undefined);
     console.log(`s6: real guest, s6-svc -d at ready (booted: ${booted}) → down+finished ${downMs} ms, ${String(exit?.stopRequests)} stop requests`);
     expect(exit, f.log().join('\n')).toMatchObject({ outcome: 'stopped', exitCode: 0 });
