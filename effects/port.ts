@@ -13,6 +13,7 @@
 
 import type { Observable } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
+import type { PlanResult } from '../plan/types.js';
 
 export interface EffectInput {
   config: VmConfig;
@@ -58,6 +59,11 @@ export type KernelEvent =
   | { type: 'PARENT_DIED' };
 
 export interface Backend {
+  /**
+   * The plan this backend executes (plan/index.ts), from its host's facts: the runner refuses a
+   * refused plan before the machine starts, so nothing is created for it.
+   */
+  plan(): PlanResult;
   effects: SandboxEffects;
   /** Kernel events for this VM: exits reported by the init, the manager's signals, parent death. */
   events$: Observable<KernelEvent>;

@@ -52,12 +52,14 @@ struct vms_mount_attr {
 #define VMS_OPEN_TREE_CLONE 1
 #define VMS_MOVE_MOUNT_F_EMPTY_PATH 0x4
 
-/* Landlock, up to ABI 7. landlock_ruleset_attr must be passed as 24 bytes: with a shorter size
- * the kernel silently ignores `scoped`. */
+/* Landlock's structs, up to ABI 7. The init sets only what a spawn request gives it: the masks
+ * and flags (which rights, which scopes) are the manager's (plan/landlock.ts names every bit). The
+ * attr is passed with the size of its last non-zero field (spawn.c, ruleset_attr_size): a size
+ * that stops short of `scoped` makes the kernel ignore it. */
 struct vms_landlock_ruleset_attr {
     uint64_t handled_access_fs;
-    uint64_t handled_access_net;
-    uint64_t scoped;
+    uint64_t handled_access_net; /* ABI 4 */
+    uint64_t scoped;             /* ABI 6 */
 };
 _Static_assert(sizeof(struct vms_landlock_ruleset_attr) == 24, "ruleset attr must be 24 bytes");
 
@@ -66,31 +68,7 @@ struct vms_landlock_path_beneath_attr {
     int32_t parent_fd;
 } __attribute__((packed));
 
-#define VMS_LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
 #define VMS_LANDLOCK_RULE_PATH_BENEATH 1
-
-#define LL_EXECUTE (1ULL << 0)
-#define LL_WRITE_FILE (1ULL << 1)
-#define LL_READ_FILE (1ULL << 2)
-#define LL_READ_DIR (1ULL << 3)
-#define LL_REMOVE_DIR (1ULL << 4)
-#define LL_REMOVE_FILE (1ULL << 5)
-#define LL_MAKE_CHAR (1ULL << 6)
-#define LL_MAKE_DIR (1ULL << 7)
-#define LL_MAKE_REG (1ULL << 8)
-#define LL_MAKE_SOCK (1ULL << 9)
-#define LL_MAKE_FIFO (1ULL << 10)
-#define LL_MAKE_BLOCK (1ULL << 11)
-#define LL_MAKE_SYM (1ULL << 12)
-#define LL_REFER (1ULL << 13)     /* ABI 2 */
-#define LL_TRUNCATE (1ULL << 14)  /* ABI 3 */
-#define LL_IOCTL_DEV (1ULL << 15) /* ABI 5 */
-
-#define LL_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0) /* ABI 6 */
-#define LL_SCOPE_SIGNAL (1ULL << 1)               /* ABI 6 */
-
-/* Rights that may be granted on a non-directory inode. */
-#define LL_FILE_RIGHTS (LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV)
 
 /* The control socket is passed to vmsandbox-init at this fd, the VM's cgroup directory (O_PATH)
  * at VMS_CGROUP_FD (or not at all: then services are not placed in cgroups). */

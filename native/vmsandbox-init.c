@@ -2,6 +2,8 @@
  *
  * It carries no policy. It executes the manager's requests, reaps every process of the namespace,
  * reports service exits, and dies with the manager. Single-threaded; every return value is checked.
+ * This file is PID 1: the protocol, the mount requests, the registry of services and reaping; the
+ * spawner (a spawn request's fields, the service's setup up to execve) is spawn.c.
  *
  * Started by libvmsandbox's vms_clone_init() with:
  *   fd 0  /dev/null            fd 1, 2  the manager's stdout/stderr
@@ -28,7 +30,7 @@
  *   umount <id> <path> <flags>                          umount2(2)
  *   setattr <id> <path> <set> <clr> <recursive 0|1>     mount_setattr(2)
  *   kill <id> <service> <signo>                         signal a live service (never a reaped pid)
- *   spawn <id> key=value...                             see spawn_service() for the keys
+ *   spawn <id> key=value...                             see spawn.c for the keys
  * init -> manager, replies:
  *   ok <id> [<pid>]
  *   err <id> <errno> <step>                            errno as a decimal number, step a word
@@ -45,28 +47,23 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <limits.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <linux/capability.h>
 
 #include "proto.h"
+#include "spawn.h"
+#include "util.h"
 
 #define PROTO_VERSION 1
 #define MAX_LINE 65536
@@ -86,12 +83,6 @@ static void die(const char *what) {
     /* stderr is the manager's log. */
     fprintf(stderr, "vmsandbox-init: %s: %s\n", what, strerror(errno));
     _exit(111);
-}
-
-/* close(2) failing (EINTR, EIO on a last reference) still releases the descriptor on Linux: say
- * so and go on. PID 1 never dies of it (its death would take the whole VM down). */
-static void close_or_warn(int fd, const char *what) {
-    if (close(fd) < 0) fprintf(stderr, "vmsandbox-init: close(%s): %s (descriptor released)\n", what, strerror(errno));
 }
 
 /* ---------- encoding ---------- */
@@ -206,28 +197,6 @@ static void reply_err(const char *id, int err, const char *step) {
     send_msg(t, 4);
 }
 
-/* ---------- number parsing ---------- */
-
-static int parse_ul(const char *s, int base, unsigned long long *out) {
-    if (*s == '\0') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, base);
-    if (errno != 0 || *end != '\0') return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_int(const char *s, long long lo, long long hi, long long *out) {
-    if (*s == '\0') return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 /* ---------- mount requests ---------- */
 
 static void do_mkdir(char **tok, int n) {
@@ -316,483 +285,25 @@ static void do_kill(char **tok, int n) {
     reply_ok(tok[1], -1);
 }
 
-#define MAX_LISTEN 8
-/* Listeners live at fds >= LISTEN_FD_BASE in the init, above every target fd a request may name. */
-#define LISTEN_FD_BASE 512
-#define LISTEN_FD_MAX 255
-
-/* A listening unix socket handed to the service at fd `target`. */
-struct listen_req {
-    int target;
-    unsigned mode;
-    gid_t gid;
-    const char *path;
-    int fd; /* in the init; -1 = not created */
-};
-
-struct spawn_req {
-    const char *name;
-    const char *leaf;
-    uid_t uid;
-    gid_t gid;
-    gid_t groups[64];
-    int ngroups;
-    uint64_t keep_caps; /* bit mask of capabilities kept (bounding, permitted, effective, ambient) */
-    unsigned secbits;   /* securebits set before the uid switch (e.g. SECBIT_NO_SETUID_FIXUP) */
-    struct listen_req listen[MAX_LISTEN];
-    int nlisten;
-    const char *tmp;    /* tmpfs size for private /tmp, NULL = none */
-    const char *shm;    /* tmpfs size for private /dev/shm, NULL = none */
-    const char *storage;      /* "none" | "ro" | "rw" */
-    const char *storage_path; /* NULL = no storage */
-    const char *keep[16];     /* paths kept reachable under a private /tmp or /dev/shm */
-    int nkeep;
-    int ll_abi;               /* 0 = no Landlock */
-    const char *ro[256];
-    int nro;
-    const char *rw[256];
-    int nrw;
-    char *argv[1024];
-    int argc;
-    char *envp[1024];
-    int envc;
-    const char *cwd;
-};
-
-struct exec_failure {
-    int err;
-    char step[28];
-};
-
-/* In the child: report why we could not exec, and exit. Only async-signal-safe calls. */
-static void child_fail(int pipefd, const char *step) {
-    struct exec_failure f = {.err = errno};
-    size_t i = 0;
-    for (; step[i] && i < sizeof f.step - 1; i++) f.step[i] = step[i];
-    f.step[i] = '\0';
-    ssize_t r = write(pipefd, &f, sizeof f);
-    (void)r; /* nothing else can be done: the parent sees a short read and reports EIO */
-    _exit(127);
-}
-
-static int landlock_add_path(int ruleset, const char *path, uint64_t access) {
-    int fd = open(path, O_PATH | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return 0; /* a missing path grants nothing; not an error */
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) access &= LL_FILE_RIGHTS;
-    struct vms_landlock_path_beneath_attr pb = {.allowed_access = access, .parent_fd = fd};
-    long r = syscall(VMS_NR_landlock_add_rule, ruleset, VMS_LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return r < 0 ? -1 : 0;
-}
-
-static uint64_t landlock_fs_rights(int abi) {
-    uint64_t all = (LL_MAKE_SYM << 1) - 1; /* ABI 1: bits 0..12 */
-    if (abi >= 2) all |= LL_REFER;
-    if (abi >= 3) all |= LL_TRUNCATE;
-    if (abi >= 5) all |= LL_IOCTL_DEV;
-    return all;
-}
-
-static int mount_tmpfs(const char *target, const char *size) {
-    char data[128];
-    int n = snprintf(data, sizeof data, "mode=1777,size=%s", size);
-    if (n < 0 || (size_t)n >= sizeof data) {
-        errno = EINVAL;
-        return -1;
-    }
-    return mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data);
-}
-
-static int under(const char *path, const char *dir) {
-    size_t n = strlen(dir);
-    return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
-}
-
-/* mkdir -p for an absolute path (mode 0755); existing directories are fine. */
-static int mkdir_p(const char *path) {
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf || path[0] != '/') {
-        errno = EINVAL;
-        return -1;
-    }
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
-        buf[i] = c;
-    }
-    return 0;
-}
-
-/* Runs in the forked child, already in its cgroup leaf (CLONE_INTO_CGROUP). Never returns. */
-static void service_child(struct spawn_req *r, int pipefd) {
-    if (r->nlisten > 0) {
-        /* Keep the failure pipe out of the way of the target fds. */
-        int moved = fcntl(pipefd, F_DUPFD_CLOEXEC, LISTEN_FD_BASE + MAX_LISTEN);
-        if (moved < 0) child_fail(pipefd, "move-pipe");
-        pipefd = moved;
-    }
-    sigset_t all;
-    if (sigemptyset(&all) < 0) child_fail(pipefd, "sigemptyset");
-    if (sigprocmask(SIG_SETMASK, &all, NULL) < 0) child_fail(pipefd, "sigprocmask");
-    for (int s = 1; s < NSIG; s++) {
-        if (s == SIGKILL || s == SIGSTOP) continue;
-        signal(s, SIG_DFL); /* fails only for invalid/RT-reserved numbers, which is fine */
-    }
-    if (setsid() < 0) child_fail(pipefd, "setsid");
-
-    /* Own mount namespace: private /tmp, /dev/shm, storage visibility. */
-    if (unshare(CLONE_NEWNS) < 0) child_fail(pipefd, "unshare");
-    if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0) child_fail(pipefd, "mount-slave");
-    /* Detached copies of what must stay reachable, taken before a private /tmp or /dev/shm could
-     * hide it (storage or the runtime dir may live under /tmp on the host). */
-    int use_storage = r->storage_path && strcmp(r->storage, "none") != 0;
-    int stree = -1;
-    if (use_storage) {
-        stree = (int)syscall(VMS_NR_open_tree, AT_FDCWD, r->storage_path, VMS_OPEN_TREE_CLONE | O_CLOEXEC);
-        if (stree < 0) child_fail(pipefd, "clone-storage");
-    }
-    int ktree[16];
-    for (int i = 0; i < r->nkeep; i++) {
-        ktree[i] = -1;
-        if (!(r->tmp && under(r->keep[i], "/tmp")) && !(r->shm && under(r->keep[i], "/dev/shm"))) continue;
-        ktree[i] = (int)syscall(VMS_NR_open_tree, AT_FDCWD, r->keep[i], VMS_OPEN_TREE_CLONE | O_CLOEXEC);
-        if (ktree[i] < 0) child_fail(pipefd, "clone-keep");
-    }
-    if (r->tmp && mount_tmpfs("/tmp", r->tmp) < 0) child_fail(pipefd, "mount-tmp");
-    if (r->shm && mount_tmpfs("/dev/shm", r->shm) < 0) child_fail(pipefd, "mount-shm");
-    for (int i = 0; i < r->nkeep; i++) {
-        if (ktree[i] < 0) continue;
-        if (mkdir_p(r->keep[i]) < 0) child_fail(pipefd, "mkdir-keep");
-        if (syscall(VMS_NR_move_mount, ktree[i], "", AT_FDCWD, r->keep[i], VMS_MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            child_fail(pipefd, "move-keep");
-        if (close(ktree[i]) < 0) child_fail(pipefd, "close-keep");
-    }
-    if (use_storage) {
-        const char *sp = r->storage_path;
-        int ro = strcmp(r->storage, "ro") == 0;
-        if (mkdir_p(sp) < 0) child_fail(pipefd, "mkdir-storage");
-        if (syscall(VMS_NR_move_mount, stree, "", AT_FDCWD, sp, VMS_MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            child_fail(pipefd, "move-storage");
-        if (close(stree) < 0) child_fail(pipefd, "close-storage");
-        struct vms_mount_attr a = {
-            .attr_set = VMS_MOUNT_ATTR_NOSUID | VMS_MOUNT_ATTR_NODEV | (ro ? VMS_MOUNT_ATTR_RDONLY : 0),
-            .attr_clr = ro ? 0 : VMS_MOUNT_ATTR_RDONLY,
-        };
-        if (syscall(VMS_NR_mount_setattr, AT_FDCWD, sp, 0, &a, sizeof a) < 0) child_fail(pipefd, "setattr-storage");
-    } else if (r->storage_path) {
-        struct stat st;
-        if (stat(r->storage_path, &st) == 0 &&
-            mount("tmpfs", r->storage_path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=000,size=4k") < 0)
-            child_fail(pipefd, "hide-storage");
-    }
-
-    /* Landlock ruleset: built now, after the final mounts (rules follow inodes), enforced last. */
-    int ruleset = -1;
-    if (r->ll_abi > 0) {
-        uint64_t fs = landlock_fs_rights(r->ll_abi);
-        struct vms_landlock_ruleset_attr attr = {.handled_access_fs = fs};
-        if (r->ll_abi >= 6) attr.scoped = LL_SCOPE_SIGNAL | LL_SCOPE_ABSTRACT_UNIX_SOCKET;
-        ruleset = (int)syscall(VMS_NR_landlock_create_ruleset, &attr, sizeof attr, 0);
-        if (ruleset < 0) child_fail(pipefd, "landlock-create");
-        uint64_t read = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR;
-        for (int i = 0; i < r->nro; i++)
-            if (landlock_add_path(ruleset, r->ro[i], read) < 0) child_fail(pipefd, "landlock-rule");
-        for (int i = 0; i < r->nrw; i++)
-            if (landlock_add_path(ruleset, r->rw[i], fs) < 0) child_fail(pipefd, "landlock-rule");
-    }
-
-    /* Privilege drop, in the order that works: setgroups -> bounding set -> gid -> uid. */
-    if (setgroups((size_t)r->ngroups, r->groups) < 0) child_fail(pipefd, "setgroups");
-    for (int c = 0; c < 64; c++) {
-        if (r->keep_caps & (1ULL << c)) continue;
-        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0) {
-            if (errno == EINVAL) break; /* past CAP_LAST_CAP */
-            child_fail(pipefd, "capbset-drop");
-        }
-    }
-    /* PR_SET_SECUREBITS replaces every bit (KEEP_CAPS too), so it goes before PR_SET_KEEPCAPS. */
-    if (r->secbits && prctl(PR_SET_SECUREBITS, (unsigned long)r->secbits, 0, 0, 0) < 0) child_fail(pipefd, "securebits");
-    if (r->keep_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) child_fail(pipefd, "keepcaps");
-    if (setresgid(r->gid, r->gid, r->gid) < 0) child_fail(pipefd, "setresgid");
-    if (setresuid(r->uid, r->uid, r->uid) < 0) child_fail(pipefd, "setresuid");
-    /* Set the capability sets explicitly: this also clears them for a uid-0 service. */
-    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof data);
-    data[0].permitted = data[0].effective = data[0].inheritable = (uint32_t)r->keep_caps;
-    data[1].permitted = data[1].effective = data[1].inheritable = (uint32_t)(r->keep_caps >> 32);
-    if (syscall(SYS_capset, &hdr, data) < 0) child_fail(pipefd, "capset");
-    for (int c = 0; c < 64; c++) {
-        if (!(r->keep_caps & (1ULL << c))) continue;
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0) child_fail(pipefd, "ambient");
-    }
-    if (r->keep_caps && prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) child_fail(pipefd, "keepcaps");
-
-    /* Credentials changed, which cleared any death signal: set it now, then check the parent. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) child_fail(pipefd, "pdeathsig");
-    if (getppid() != 1) {
-        errno = ESRCH;
-        child_fail(pipefd, "parent-gone");
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(pipefd, "no-new-privs");
-    if (ruleset >= 0) {
-        if (syscall(VMS_NR_landlock_restrict_self, ruleset, 0) < 0) child_fail(pipefd, "landlock-restrict");
-        if (close(ruleset) < 0) child_fail(pipefd, "close-ruleset");
-    }
-    if (chdir(r->cwd ? r->cwd : "/") < 0) child_fail(pipefd, "chdir");
-    /* Handed-over sockets: onto their target fds (the listeners sit at >= LISTEN_FD_BASE and the
-     * failure pipe was moved there too, so no dup2 clobbers a source). */
-    for (int i = 0; i < r->nlisten; i++)
-        if (dup2(r->listen[i].fd, r->listen[i].target) < 0) child_fail(pipefd, "dup2-listen");
-    /* Every fd above stderr closes at exec, including the control socket and the cgroup fd... */
-    if (syscall(VMS_NR_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) < 0)
-        child_fail(pipefd, "close-range");
-    /* ...except the handed-over sockets. */
-    for (int i = 0; i < r->nlisten; i++)
-        if (fcntl(r->listen[i].target, F_SETFD, 0) < 0) child_fail(pipefd, "fcntl-listen");
-    execve(r->argv[0], r->argv, r->envp);
-    child_fail(pipefd, "execve");
-}
-
-/* listen=<target fd>,<mode octal>,<gid>,<path> */
-static int add_listen(struct spawn_req *r, char *v) {
-    if (r->nlisten >= MAX_LISTEN) return -1;
-    char *f[3];
-    for (int i = 0; i < 3; i++) {
-        char *c = strchr(v, ',');
-        if (!c) return -1;
-        *c = '\0';
-        f[i] = v;
-        v = c + 1;
-    }
-    unsigned long long fd, mode, gid;
-    if (parse_ul(f[0], 10, &fd) < 0 || fd < 3 || fd > LISTEN_FD_MAX || parse_ul(f[1], 8, &mode) < 0 ||
-        mode > 0777 || parse_ul(f[2], 10, &gid) < 0 || gid >= UINT32_MAX || v[0] != '/')
-        return -1;
-    for (int i = 0; i < r->nlisten; i++)
-        if (r->listen[i].target == (int)fd) return -1;
-    struct listen_req *l = &r->listen[r->nlisten++];
-    l->target = (int)fd;
-    l->mode = (unsigned)mode;
-    l->gid = (gid_t)gid;
-    l->path = v;
-    l->fd = -1;
-    return 0;
-}
-
-/* Create, own and listen on a handed-over socket. Returns the fd (>= LISTEN_FD_BASE, CLOEXEC) or
- * -1 with errno set and *step naming what failed. A stale socket at the path is replaced; any
- * other file there is an error. */
-static int open_listener(const struct listen_req *l, uid_t uid, const char **step) {
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    *step = "listen-path";
-    if (strlen(l->path) >= sizeof a.sun_path) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(a.sun_path, l->path, strlen(l->path) + 1);
-    struct stat st;
-    if (lstat(l->path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            errno = EEXIST;
-            return -1;
-        }
-        *step = "listen-unlink";
-        if (unlink(l->path) < 0) return -1;
-    } else if (errno != ENOENT) {
-        return -1;
-    }
-    *step = "listen-socket";
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0) return -1;
-    /* Move it above every possible target fd, so the child's dup2()s never clobber a source. */
-    int fd = fcntl(s, F_DUPFD_CLOEXEC, LISTEN_FD_BASE);
-    int e = errno;
-    close_or_warn(s, "socket");
-    errno = e;
-    if (fd < 0) return -1;
-    const char *failed = NULL;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) failed = "listen-bind";
-    else if (chmod(l->path, l->mode) < 0) failed = "listen-chmod";
-    else if (lchown(l->path, uid, l->gid) < 0) failed = "listen-chown";
-    else if (listen(fd, 16) < 0) failed = "listen";
-    if (failed) {
-        e = errno;
-        (void)close(fd);
-        errno = e;
-        *step = failed;
-        return -1;
-    }
-    return fd;
-}
-
-static void close_listeners(struct spawn_req *r) {
-    for (int i = 0; i < r->nlisten; i++) {
-        if (r->listen[i].fd < 0) continue;
-        close_or_warn(r->listen[i].fd, "listener");
-        r->listen[i].fd = -1;
-    }
-}
-
-static int add_cap_list(struct spawn_req *r, const char *v) {
-    unsigned long long c;
-    if (parse_ul(v, 10, &c) < 0 || c > 63) return -1;
-    r->keep_caps |= 1ULL << c;
-    return 0;
-}
-
-/* spawn keys (each may appear once unless marked repeatable):
- *   name=<service> leaf=<cgroup leaf under fd 4> uid= gid= group=<gid>* cap=<number>*
- *   tmp=<size> shm=<size> storage=none|ro|rw storagepath=<path> keep=<path>* landlock=<abi, 0 = off>
- *   secbits=<securebits, decimal> listen=<target fd>,<mode octal>,<gid>,<path>* (owned by uid)
- *   ro=<path>* rw=<path>* arg=<string>* env=<K=V>* cwd=<path>
- */
+/* spawn <id> key=value...: spawn.c parses the request and starts the service; the registry of
+ * live services (names, slots) is PID 1's. */
 static void do_spawn(char **tok, int n) {
     const char *id = tok[1];
-    static struct spawn_req r;
-    memset(&r, 0, sizeof r);
-    r.storage = "none";
-    for (int i = 2; i < n; i++) {
-        char *kv = tok[i];
-        char *eq = strchr(kv, '=');
-        if (!eq) return reply_err(id, EINVAL, "parse");
-        *eq = '\0';
-        char *v = eq + 1;
-        unsigned long long u = 0;
-        int bad = 0;
-        if (strcmp(kv, "name") == 0) r.name = v;
-        else if (strcmp(kv, "leaf") == 0) r.leaf = v;
-        else if (strcmp(kv, "uid") == 0) bad = parse_ul(v, 10, &u) < 0 || u >= UINT32_MAX, r.uid = (uid_t)u;
-        else if (strcmp(kv, "gid") == 0) bad = parse_ul(v, 10, &u) < 0 || u >= UINT32_MAX, r.gid = (gid_t)u;
-        else if (strcmp(kv, "group") == 0) {
-            bad = r.ngroups >= 64 || parse_ul(v, 10, &u) < 0 || u >= UINT32_MAX;
-            if (!bad) r.groups[r.ngroups++] = (gid_t)u;
-        } else if (strcmp(kv, "cap") == 0) bad = add_cap_list(&r, v) < 0;
-        else if (strcmp(kv, "secbits") == 0) {
-            bad = parse_ul(v, 10, &u) < 0 || u > 0xff;
-            r.secbits = (unsigned)u;
-        } else if (strcmp(kv, "listen") == 0) bad = add_listen(&r, v) < 0;
-        else if (strcmp(kv, "tmp") == 0) r.tmp = v;
-        else if (strcmp(kv, "shm") == 0) r.shm = v;
-        else if (strcmp(kv, "storage") == 0) {
-            r.storage = v;
-            bad = strcmp(v, "none") != 0 && strcmp(v, "ro") != 0 && strcmp(v, "rw") != 0;
-        } else if (strcmp(kv, "storagepath") == 0) r.storage_path = v;
-        else if (strcmp(kv, "keep") == 0) {
-            bad = r.nkeep >= 16;
-            if (!bad) r.keep[r.nkeep++] = v;
-        }
-        else if (strcmp(kv, "landlock") == 0) {
-            bad = parse_ul(v, 10, &u) < 0 || u > 1000;
-            r.ll_abi = (int)u;
-        } else if (strcmp(kv, "ro") == 0) {
-            bad = r.nro >= 256;
-            if (!bad) r.ro[r.nro++] = v;
-        } else if (strcmp(kv, "rw") == 0) {
-            bad = r.nrw >= 256;
-            if (!bad) r.rw[r.nrw++] = v;
-        } else if (strcmp(kv, "arg") == 0) {
-            bad = r.argc >= 1023;
-            if (!bad) r.argv[r.argc++] = v;
-        } else if (strcmp(kv, "env") == 0) {
-            bad = r.envc >= 1023;
-            if (!bad) r.envp[r.envc++] = v;
-        } else if (strcmp(kv, "cwd") == 0) r.cwd = v;
-        else bad = 1;
-        if (bad) return reply_err(id, EINVAL, kv);
-    }
-    r.argv[r.argc] = NULL;
-    r.envp[r.envc] = NULL;
-    if (!r.name || strlen(r.name) >= MAX_NAME || r.argc == 0)
-        return reply_err(id, EINVAL, "parse");
+    static struct spawn_req r; /* large (argv, envp, rules): not on the stack */
+    const char *what;
+    if (spawn_parse(&r, tok + 2, n - 2, &what) < 0) return reply_err(id, EINVAL, what);
+    if (strlen(r.name) >= MAX_NAME) return reply_err(id, EINVAL, "parse");
     if (find_service(r.name)) return reply_err(id, EEXIST, "name");
     struct service *slot = NULL;
     for (int i = 0; i < MAX_SERVICES && !slot; i++)
         if (services[i].pid == 0) slot = &services[i];
     if (!slot) return reply_err(id, ENOSPC, "slots");
-
-    int cgfd = -1;
-    if (r.leaf) {
-        if (!have_cgroup_fd) return reply_err(id, EBADF, "no-cgroup-fd");
-        if (strchr(r.leaf, '/') || strcmp(r.leaf, "..") == 0 || strcmp(r.leaf, ".") == 0)
-            return reply_err(id, EINVAL, "leaf");
-        cgfd = openat(VMS_CGROUP_FD, r.leaf, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (cgfd < 0) return reply_err(id, errno, "open-leaf");
-    }
-    for (int i = 0; i < r.nlisten; i++) {
-        const char *step;
-        r.listen[i].fd = open_listener(&r.listen[i], r.uid, &step);
-        if (r.listen[i].fd < 0) {
-            int e = errno;
-            close_listeners(&r);
-            if (cgfd >= 0) close_or_warn(cgfd, "cgroup leaf");
-            return reply_err(id, e, step);
-        }
-    }
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        int e = errno;
-        close_listeners(&r);
-        if (cgfd >= 0) close(cgfd);
-        return reply_err(id, e, "pipe");
-    }
-    /* clone3 places the child in its leaf atomically: it runs nothing outside it. */
-    struct vms_clone_args ca = {.exit_signal = SIGCHLD};
-    if (cgfd >= 0) {
-        ca.flags = VMS_CLONE_INTO_CGROUP;
-        ca.cgroup = (uint64_t)cgfd;
-    }
-    long pid = syscall(VMS_NR_clone3, &ca, sizeof ca);
-    if (pid == 0) {
-        close(pipefd[0]);
-        service_child(&r, pipefd[1]);
-    }
-    int clone_errno = errno;
-    /* The child holds its own copies now (or failed): the socket files stay for the clients. */
-    close_listeners(&r);
-    if (cgfd >= 0) close_or_warn(cgfd, "cgroup leaf");
-    close_or_warn(pipefd[1], "pipe");
-    if (pid < 0) {
-        close(pipefd[0]);
-        return reply_err(id, clone_errno, "clone3");
-    }
-    struct exec_failure f;
-    ssize_t got;
-    do got = read(pipefd[0], &f, sizeof f);
-    while (got < 0 && errno == EINTR);
-    int read_errno = errno;
-    close_or_warn(pipefd[0], "pipe");
-    if (got == 0) {
-        /* exec succeeded (the CLOEXEC pipe closed). Register before the next reap. */
-        slot->pid = (pid_t)pid;
-        snprintf(slot->name, sizeof slot->name, "%s", r.name);
-        return reply_ok(id, pid);
-    }
-    /* The child failed before exec and exits 127: reap it now so it is never reported. */
-    int st;
-    while (waitpid((pid_t)pid, &st, 0) < 0) {
-        if (errno != EINTR) die("waitpid(failed child)");
-    }
-    if (got < 0) return reply_err(id, read_errno, "read-pipe");
-    if (got != (ssize_t)sizeof f) return reply_err(id, EIO, "short-report");
-    f.step[sizeof f.step - 1] = '\0';
-    reply_err(id, f.err, f.step);
+    long pid = spawn_start(&r, have_cgroup_fd, &what);
+    if (pid < 0) return reply_err(id, errno, what);
+    /* execve succeeded. Registered before the next reap, so its exit is reported. */
+    slot->pid = (pid_t)pid;
+    snprintf(slot->name, sizeof slot->name, "%s", r.name);
+    reply_ok(id, pid);
 }
 
 /* ---------- reaping ---------- */

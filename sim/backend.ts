@@ -5,10 +5,14 @@
 // before creating them, refuses ones that exist un-journalled, and tears down exactly what is
 // journalled (effects/owner.ts); every kernel action it takes is attributed to its manager.
 
-import { initCgroupPath, serviceCgroupPath, vmCgroupPath } from '../config/cgroupLayout.js';
 import { Subject } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
 import { vmmOf } from '../config/types.js';
+import { vmCgroupPath } from '../plan/cgroup.js';
+import { planSandbox } from '../plan/index.js';
+import { line } from '../plan/record.js';
+import type { SandboxPlan, ServicePlan } from '../plan/types.js';
+import { MS, type MountOp } from '../plan/mounts.js';
 import type { Backend, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../effects/port.js';
 import { EffectError } from '../effects/port.js';
 import { memoryJournal, type JournalStore } from '../effects/owner.js';
@@ -35,10 +39,17 @@ export interface SimBackendOptions {
   manager?: number;
 }
 
+/** The model kernel's host facts, as the Linux backend probes them on a real host. */
+export function simHostFacts(kernel: SimKernel): { landlockAbi: number; cgroupControllers: string[] } {
+  return { landlockAbi: kernel.landlockAbi, cgroupControllers: [...kernel.controllers] };
+}
+
 export interface SimBackend extends Backend {
   /** What the backend built, for the invariant checks. */
   readonly vm: { pidns: number | null; mntns: number | null; cgroupRoot: string; domains: Map<string, number> };
   readonly landlockReport: LandlockReport | null;
+  /** One line per plan operation executed, in order (plan/record.ts). */
+  readonly executed: readonly string[];
 }
 
 export function createSimBackend(
@@ -52,6 +63,14 @@ export function createSimBackend(
   const store = opts.journal ?? memoryJournal();
   const manager = opts.manager ?? 1;
   const events$ = new Subject<KernelEvent>();
+  // The plan from the model kernel's facts, as `run` plans from the host's. A refused plan
+  // fails the first setup step (run refuses it earlier, in its preflight: same refusals).
+  const planned = planSandbox(config, simHostFacts(kernel));
+  const thePlan = (op: Op): SandboxPlan => {
+    if (planned.ok) return planned.plan;
+    throw effectError(op, 'EOPNOTSUPP', planned.refusals.map((r) => `${r.field}: ${r.message}`).join('; '));
+  };
+  const executed: string[] = [];
   const cgroupRoot = vmCgroupPath(config);
   const vm = { pidns: null as number | null, mntns: null as number | null, cgroupRoot, domains: new Map<string, number>() };
   const services = new Map<string, { proc: Proc; fd: Pidfd; config: ServiceConfig }>();
@@ -197,11 +216,25 @@ export function createSimBackend(
   const effects: SandboxEffects = {
     createNamespaces: (_input, signal) =>
       run('createNamespaces', signal, () => {
+        const { cgroup } = thePlan('createNamespaces');
+        // The VM's cgroup: journalled before it is created; one no run of this VM created is refused,
+        // one an earlier run left populated too (its teardown did not finish).
+        const j = store.journal();
+        if (j.cgroup !== cgroup.vm && kernel.cgroups.has(cgroup.vm)) {
+          throw effectError('createNamespaces', 'EEXIST', `cgroup ${cgroup.vm} exists, and no run of vm ${config.name} created it`);
+        }
+        if (kernel.cgroups.has(cgroup.vm) && kernel.populated(cgroup.vm)) {
+          throw effectError('createNamespaces', 'EBUSY', `cgroup ${cgroup.vm} still has processes of an earlier run of vm ${config.name}`);
+        }
+        if (j.cgroup !== cgroup.vm) store.setJournal({ ...j, cgroup: cgroup.vm });
+        mkdirCgroupP(cgroup.init);
+        executed.push(line.cgroupDir(cgroup.init));
         const pidns = kernel.newNamespace();
         const mntns = kernel.newNamespace();
+        // clone3(CLONE_INTO_CGROUP): the init is born in its leaf.
         const proc = kernel.spawn({
           name: 'vmsandbox-init', vm: config.name, pidns, mntns, uid: 0, gid: 0,
-          cgroup: null, landlock: null, noNewPrivs: false,
+          cgroup: cgroup.init, landlock: null, noNewPrivs: false,
           onSignal: () => undefined, // PID 1 has no default action for catchable signals
           by: manager,
         });
@@ -210,15 +243,17 @@ export function createSimBackend(
         init = { proc, fd: kernel.pidfdOpen(proc.pid) };
         vm.pidns = pidns;
         vm.mntns = mntns;
+        executed.push(line.init(cgroup.init));
         trace(`effect: init started pid ${proc.pid}`);
         return { initPid: proc.pid };
       }),
 
     mount: (_input, signal) =>
       run('mount', signal, () => {
+        const plan = thePlan('mount');
         const ns = requireInit('mount').mntns;
         // The runtime directory: journalled before it is created; one no run of this VM created is refused.
-        const dir = config.runtimeDir;
+        const dir = plan.runtimeDir;
         const j = store.journal();
         if (j.runtimeDir !== dir) {
           if (kernel.dirs.has(dir)) {
@@ -227,85 +262,63 @@ export function createSimBackend(
           store.setJournal({ ...j, runtimeDir: dir });
         }
         if (!kernel.dirs.has(dir)) kernel.mkdirDir(dir, config.name, manager);
-        for (const target of ['/', '/proc', '/sys', '/dev', dir]) kernel.mount(ns, target, config.name, manager);
-        if (config.services.some((s) => s.storage !== 'none')) kernel.mount(ns, config.storage, config.name, manager);
+        executed.push(line.runtimeDir(dir));
+        // The per-service directories live inside the runtime dir (removed with it).
+        for (const d of plan.dirs) executed.push(line.dir(d));
+        for (const op of plan.mounts) {
+          applyMountOp(ns, op);
+          executed.push(line.mount(op));
+        }
       }),
 
     prepareLandlock: (_input, signal) =>
       run('prepareLandlock', signal, () => {
-        const abi = kernel.landlockAbi;
-        const degraded: string[] = [];
-        if (abi < config.landlock.minAbi) {
-          if (!config.landlock.allowDegraded) {
-            throw effectError('prepareLandlock', 'EOPNOTSUPP',
-              `kernel Landlock ABI ${abi} is below landlock.minAbi ${config.landlock.minAbi}; ` +
-              `upgrade the kernel or set landlock.allowDegraded to run with less protection`);
-          }
-          if (abi < 6) degraded.push('signal and abstract-unix-socket scoping');
-          if (abi === 0) degraded.push('filesystem rules');
-          trace(`effect: landlock degraded: ${degraded.join(', ')}`);
-        }
-        if (abi > 0) for (const s of config.services) vm.domains.set(s.name, kernel.newLandlockDomain());
-        landlockReport = { abi, degraded };
+        // The ABI was decided by the plan; one ruleset (domain) per service, enforced at its exec.
+        const { landlock, services: planned } = thePlan('prepareLandlock');
+        if (landlock.degraded.length) trace(`effect: landlock ABI ${landlock.abi} lacks: ${landlock.degraded.join(', ')}`);
+        for (const s of planned) if (s.landlock) vm.domains.set(s.name, kernel.newLandlockDomain());
+        landlockReport = { abi: landlock.abi, degraded: landlock.degraded };
+        executed.push(line.landlock(landlock));
         return landlockReport;
       }),
 
     createCgroups: (_input, signal) =>
       run('createCgroups', signal, () => {
-        // The VM's cgroup: journalled before it is created; one no run of this VM created is refused,
-        // one an earlier run left populated too (its teardown did not finish).
-        const j = store.journal();
-        if (j.cgroup !== cgroupRoot && kernel.cgroups.has(cgroupRoot)) {
-          throw effectError('createCgroups', 'EEXIST', `cgroup ${cgroupRoot} exists, and no run of vm ${config.name} created it`);
+        const { cgroup } = thePlan('createCgroups');
+        for (const path of [cgroup.vm, ...cgroup.leaves]) {
+          mkdirCgroupP(path);
+          executed.push(line.cgroupDir(path));
         }
-        if (kernel.cgroups.has(cgroupRoot) && kernel.populated(cgroupRoot)) {
-          throw effectError('createCgroups', 'EBUSY', `cgroup ${cgroupRoot} still has processes of an earlier run of vm ${config.name}`);
-        }
-        if (j.cgroup !== cgroupRoot) store.setJournal({ ...j, cgroup: cgroupRoot });
-        const segments = cgroupRoot.split('/');
-        for (let i = 1; i < segments.length; i++) {
-          const parent = segments.slice(0, i).join('/');
-          if (!kernel.cgroups.has(parent)) kernel.mkdirCgroup(parent, manager, null);
-        }
-        if (!kernel.cgroups.has(cgroupRoot)) kernel.mkdirCgroup(cgroupRoot, manager, config.name);
-        for (const path of [initCgroupPath(config), ...config.services.map((s) => serviceCgroupPath(config, s.name))]) {
-          if (!kernel.cgroups.has(path)) kernel.mkdirCgroup(path, manager, config.name);
-        }
-        const limits = [config.cgroup.limits, ...config.services.map((s) => s.limits)];
-        for (const key of limits.flatMap((l) => Object.keys(l))) {
-          const controller = key.split('.')[0]!;
-          if (!kernel.controllers.has(controller) && !config.cgroup.limitsOptional) {
-            throw effectError('createCgroups', 'ENOENT',
-              `${key}: the ${controller} controller is not available in this cgroup2 hierarchy; ` +
-              `enable it or set cgroup.limitsOptional`);
-          }
-        }
-        kernel.moveToCgroup(requireInit('createCgroups'), initCgroupPath(config), manager);
+        // The plan holds only limits whose controller the kernel offers (the rest refused or skipped).
+        for (const w of cgroup.limits) executed.push(line.limit(w));
       }),
 
     launch: ({ service }, signal) =>
       run('launch', signal, (): LaunchResult => {
         const parent = requireInit('launch');
-        const domain = vm.domains.get(service.name) ?? null;
-        if (domain === null && !landlockReport?.degraded.includes('filesystem rules')) {
-          throw effectError('launch', 'EINVAL', `no Landlock ruleset prepared for ${service.name}`);
+        const sp: ServicePlan | undefined = thePlan('launch').services.find((x) => x.name === service.name);
+        if (!sp) throw effectError('launch', 'EINVAL', `service ${service.name} is not in the plan`);
+        const domain = vm.domains.get(sp.name) ?? null;
+        if (sp.landlock !== null && domain === null) {
+          throw effectError('launch', 'EINVAL', `no Landlock ruleset prepared for ${sp.name}`);
         }
         let proc: Proc | null = null;
         // clone3(CLONE_INTO_CGROUP) then, in the child: own mount ns, uid drop, no_new_privs,
         // Landlock, exec — the record is taken at exec.
         proc = kernel.spawn({
-          name: service.name, vm: config.name, pidns: parent.pidns, mntns: kernel.newNamespace(),
-          uid: service.uid, gid: service.gid, cgroup: serviceCgroupPath(config, service.name),
+          name: sp.name, vm: config.name, pidns: parent.pidns, mntns: kernel.newNamespace(),
+          uid: sp.uid, gid: sp.gid, cgroup: sp.cgroup,
           landlock: domain, noNewPrivs: true, onSignal: behaviour(service, () => proc!), by: manager,
         });
-        if (service.tmp) kernel.mount(proc.mntns, '/tmp', config.name, manager);
-        if (service.shm) kernel.mount(proc.mntns, '/dev/shm', config.name, manager);
+        for (const t of sp.tmpfs) kernel.mount(proc.mntns, t.path, config.name, manager);
+        if (sp.storage.access !== 'none') kernel.mount(proc.mntns, sp.storage.path, config.name, manager);
         kernel.exec(proc, manager);
         const fd = kernel.pidfdOpen(proc.pid);
-        services.set(service.name, { proc, fd, config: service });
-        trace(`effect: launched ${service.name} pid ${proc.pid} uid ${service.uid}`);
+        services.set(sp.name, { proc, fd, config: service });
+        executed.push(line.spawn(sp));
+        trace(`effect: launched ${sp.name} pid ${proc.pid} uid ${sp.uid}`);
         scheduleServiceFate(service, proc);
-        return { service: service.name, pid: proc.pid };
+        return { service: sp.name, pid: proc.pid };
       }),
 
     requestStop: (_input, signal) =>
@@ -378,6 +391,27 @@ export function createSimBackend(
       }),
   };
 
+  /** mkdir -p in the cgroup tree: the parents shared by every VM are nobody's VM's. */
+  function mkdirCgroupP(path: string): void {
+    const segments = path.split('/');
+    for (let i = 1; i <= segments.length; i++) {
+      const p = segments.slice(0, i).join('/');
+      if (kernel.cgroups.has(p)) continue;
+      const vmOwned = p === cgroupRoot || p.startsWith(`${cgroupRoot}/`);
+      kernel.mkdirCgroup(p, manager, vmOwned ? config.name : null);
+    }
+  }
+
+  /**
+   * A mount operation of the plan in the model: mounts (including a move's target) appear in the
+   * VM's namespace, a detach takes the mounts at and below its path; the rest (mkdir, mknod,
+   * setattr, …) changes nothing the invariants look at.
+   */
+  function applyMountOp(ns: number, op: MountOp): void {
+    if (op.verb === 'mount' && !(op.flags & MS.REMOUNT)) kernel.mount(ns, op.target, config.name, manager);
+    else if (op.verb === 'umount') kernel.unmount(ns, op.path, manager);
+  }
+
   function requireInit(op: Op): Proc {
     if (!init?.proc.alive) throw effectError(op, 'ESRCH', 'the sandbox init is not running');
     return init.proc;
@@ -395,9 +429,11 @@ export function createSimBackend(
   }
 
   return {
+    plan: () => planned,
     effects,
     events$: events$.asObservable(),
     vm,
+    executed,
     get landlockReport() {
       return landlockReport;
     },

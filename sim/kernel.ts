@@ -295,6 +295,16 @@ export class SimKernel {
     if (by !== 0) this.act(by, vm, 'mount', target, 0);
   }
 
+  /** umount(MNT_DETACH): the mounts at `target` and below it in namespace `ns` go. */
+  unmount(ns: number, target: string, by: number): void {
+    for (let i = this.mounts.length - 1; i >= 0; i--) {
+      const m = this.mounts[i]!;
+      if (m.ns !== ns || (m.target !== target && !m.target.startsWith(`${target}/`))) continue;
+      this.mounts.splice(i, 1);
+      if (by !== 0) this.act(by, m.vm, 'unmount', m.target, 0);
+    }
+  }
+
   /** `vm`: the VM the cgroup is for (null: a parent shared by every VM). */
   mkdirCgroup(path: string, by: number, vm: string | null): void {
     const parent = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';

@@ -17,7 +17,7 @@ import { ConfigError, loadConfig, parseConfig } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
 import { FORBIDDEN_CAPABILITIES, MAX_EXEC_BYTES } from '../config/rules.js';
 import type { VmConfig } from '../config/types.js';
-import { FORBIDDEN_CAPS } from '../effects/linux/plan.js';
+import { FORBIDDEN_CAPS } from '../plan/service.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Raw = any;

@@ -13,27 +13,26 @@ import { chown, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
-import { vmmOf } from '../../config/types.js';
+import { planSandbox } from '../../plan/index.js';
+import { line } from '../../plan/record.js';
+import type { PlanResult, SandboxPlan, ServicePlan } from '../../plan/types.js';
 import { memoryJournal, type JournalStore } from '../owner.js';
 import type { Backend, EffectInput, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../port.js';
 import { EffectError } from '../port.js';
 import {
-  applyLimits,
   cgroupRoot,
-  INIT_LEAF,
   isPopulated,
   killCgroup,
   listProcs,
   mkdirCgroup,
   removeCgroupTree,
-  serviceLeaf,
   vmCgroupDir,
   waitUnpopulated,
+  writeLimit,
 } from './cgroup.js';
 import {
   cloneInit,
   closeFd,
-  landlockAbi,
   nativeBuildDir,
   openDirPath,
   pidfdOpen,
@@ -45,8 +44,10 @@ import {
   socketpair,
   waitPidfd,
 } from './native.js';
-import { describeOp, landlockRules, opArgs, planMounts, serviceRuntimeDir, spawnFields } from './plan.js';
-import { explainedError, explainMountError, explainSpawnStep } from './explain.js';
+import { describeOp, opArgs } from '../../plan/mounts.js';
+import { explainMountError, explainSpawnStep, explainedError } from './explain.js';
+import { linuxHostFacts } from './hostFacts.js';
+import { spawnFields } from './spawnRequest.js';
 import { InitClient, InitStepError, type InitMessage } from './protocol.js';
 import { qmpCommand } from './qmp.js';
 import { cloudHypervisorPowerButton, runStopCommand } from './stop.js';
@@ -54,11 +55,6 @@ import { cloudHypervisorPowerButton, runStopCommand } from './stop.js';
 export interface LinuxBackendOptions {
   /** Path of vmsandbox-init (default: native/build/vmsandbox-init). */
   initPath?: string;
-  /**
-   * Turn the manager's SIGTERM/SIGINT into STOP_REQUESTED: SIGTERM asks for the graceful stop, a
-   * second SIGTERM or any SIGINT forces it. Default false.
-   */
-  handleSignals?: boolean;
   /**
    * Ask the kernel for this signal when the manager's parent (s6-supervise) dies, and turn it into
    * PARENT_DIED. Default: none.
@@ -73,6 +69,12 @@ export interface LinuxBackendOptions {
    * left. Default: memory (this backend's own run only).
    */
   journal?: JournalStore;
+  /**
+   * The plan to execute (plan/index.ts). `vmsandbox run` passes the one it planned from the same
+   * host facts as its preflight; default: planned from this host's facts at the first setup step.
+   * Teardown (killAll, cleanup) needs no plan: it works from the journal.
+   */
+  plan?: SandboxPlan;
 }
 
 /** What the backend knows about a running service. */
@@ -94,19 +96,13 @@ export interface LinuxBackend extends Backend {
     readonly services: ReadonlyMap<string, ServiceState>;
     readonly landlockAbi: number | null;
   };
+  /** One line per plan operation executed, in order (plan/record.ts). */
+  readonly executed: readonly string[];
   /** Release process-level hooks (signal handlers). Does not stop the VM: that is killAll. */
   dispose(): void;
 }
 
-/** Landlock protections by the ABI that introduced them (what a lower ABI lacks). */
-export const LANDLOCK_FEATURES: Array<[number, string]> = [
-  [1, 'filesystem access rules'],
-  [2, 'file reparenting (refer) control'],
-  [3, 'truncate control'],
-  [5, 'device ioctl control'],
-  [6, 'signal scoping'],
-  [6, 'abstract unix socket scoping'],
-];
+export { LANDLOCK_FEATURES } from '../../plan/landlock.js';
 
 function aborted(op: string): EffectError {
   return new EffectError(op, 'ECANCELED', 'aborted');
@@ -191,16 +187,23 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   const events$: Observable<KernelEvent> = subject.asObservable();
 
   let root: string | null = null;
-  const cgroupDir = (): string => {
-    root ??= cgroupRoot();
-    return vmCgroupDir(config, root);
-  };
+  const cgRoot = (): string => (root ??= cgroupRoot());
+  const cgroupDir = (): string => vmCgroupDir(config, cgRoot());
 
   let client: InitClient | null = null;
   let init: { pid: number; pidfd: number | null } | null = null;
   let initExit: { code: number | null; signal: string | null } | null = null;
   let tearingDown = false;
   let abi: number | null = null;
+  const executed: string[] = [];
+  let planned: PlanResult | null = opts.plan ? { ok: true, plan: opts.plan } : null;
+  const plan = (): PlanResult => (planned ??= planSandbox(config, linuxHostFacts(config)));
+  /** The plan; a refused one fails the step with every refusal named (the runner never starts it). */
+  const thePlan = (op: string): SandboxPlan => {
+    const r = plan();
+    if (r.ok) return r.plan;
+    throw new EffectError(op, 'EOPNOTSUPP', r.refusals.map((x) => `${x.field}: ${x.message}`).join('; '));
+  };
   const services = new Map<string, ServiceState>();
   const exitWaiters = new Set<() => void>();
 
@@ -288,6 +291,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   const effects: SandboxEffects = {
     createNamespaces: (_input: EffectInput, signal) =>
       serialize('createNamespaces', signal, async () => {
+        const plan = thePlan('createNamespaces');
         const dir = cgroupDir();
         const j = store.journal();
         if (j.cgroup !== dir && existsSync(dir)) {
@@ -303,16 +307,19 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
           throw new EffectError('createNamespaces', 'EBUSY', `cgroup ${dir} still has processes of an earlier run of vm ${config.name}: \`vmsandbox finish CONFIG\` removes them`);
         }
         if (j.cgroup !== dir) store.setJournal({ ...j, cgroup: dir });
-        await mkdirCgroup(join(dir, INIT_LEAF));
+        const initDir = join(cgRoot(), plan.cgroup.init);
+        await mkdirCgroup(initDir);
+        executed.push(line.cgroupDir(plan.cgroup.init));
         if (signal.aborted) throw aborted('createNamespaces');
         const vmFd = openDirPath('createNamespaces', dir);
         let initFd = -1;
         let pair: [number, number] | null = null;
         try {
-          initFd = openDirPath('createNamespaces', join(dir, INIT_LEAF));
+          initFd = openDirPath('createNamespaces', initDir);
           pair = socketpair();
           const { pid, pidfd } = cloneInit(initPath, pair[1], vmFd, initFd);
           init = { pid, pidfd };
+          executed.push(line.init(plan.cgroup.init));
         } catch (e) {
           if (pair) closeFd(pair[0]);
           throw e;
@@ -335,14 +342,16 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
 
     mount: (_input, signal) =>
       serialize('mount', signal, async () => {
+        const plan = thePlan('mount');
         const c = requireClient('mount');
         claimRuntimeDir(config, store);
-        for (const s of config.services) {
-          const d = serviceRuntimeDir(config, s);
-          await mkdir(d, { recursive: true, mode: 0o755 });
-          await chown(d, s.uid, s.gid);
+        executed.push(line.runtimeDir(plan.runtimeDir));
+        for (const d of plan.dirs) {
+          await mkdir(d.path, { recursive: true, mode: d.mode });
+          await chown(d.path, d.uid, d.gid);
+          executed.push(line.dir(d));
         }
-        for (const op of planMounts(config)) {
+        for (const op of plan.mounts) {
           if (signal.aborted) throw aborted('mount');
           try {
             await abortable('mount', c.request('mount', op.verb, ...opArgs(op)), signal);
@@ -350,64 +359,52 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
             if (e instanceof EffectError && e.errno !== 'ECANCELED') throw explainMountError(config, op, describeOp(op), e);
             throw e;
           }
+          executed.push(line.mount(op));
         }
       }),
 
     prepareLandlock: (_input, signal) =>
       serialize('prepareLandlock', signal, async (): Promise<LandlockReport> => {
-        const found = landlockAbi();
-        const degraded = LANDLOCK_FEATURES.filter(([v]) => found < v).map(([, what]) => what);
-        if (found < config.landlock.minAbi) {
-          if (!config.landlock.allowDegraded) {
-            const min = config.landlock.minAbi;
-            throw explainedError('landlock', 'ENOTSUP', null, {
-              object: 'Landlock',
-              field: 'landlock.minAbi',
-              fix:
-                `the kernel offers Landlock ABI ${found}, the config needs ${min} (missing: ${degraded.join(', ') || 'none'}): ` +
-                `use a kernel with Landlock ABI ${min} (and "landlock" in lsm=), lower landlock.minAbi, or set landlock.allowDegraded`,
-            });
-          }
-          log(`landlock: running degraded at ABI ${found}: ${degraded.join(', ')}`);
-        }
-        // Validate every service's rules now, so a bad path fails setup here, not at launch.
-        for (const s of config.services) landlockRules(config, s);
-        abi = found;
-        return { abi: found, degraded };
+        // The ABI was decided by the plan (a kernel below landlock.minAbi without allowDegraded is
+        // refused there); each service's ruleset is built by the init at spawn, from the plan.
+        const { landlock } = thePlan('prepareLandlock');
+        if (landlock.degraded.length) log(`landlock: ABI ${landlock.abi} lacks: ${landlock.degraded.join(', ')}`);
+        abi = landlock.abi;
+        executed.push(line.landlock(landlock));
+        return { abi: landlock.abi, degraded: landlock.degraded };
       }),
 
     createCgroups: (_input, signal) =>
       serialize('createCgroups', signal, async () => {
-        const dir = cgroupDir();
-        await mkdirCgroup(dir);
-        for (const s of config.services) {
+        const { cgroup } = thePlan('createCgroups');
+        for (const rel of [cgroup.vm, ...cgroup.leaves]) {
           if (signal.aborted) throw aborted('createCgroups');
-          await mkdirCgroup(join(dir, serviceLeaf(s.name)));
+          await mkdirCgroup(join(cgRoot(), rel));
+          executed.push(line.cgroupDir(rel));
         }
-        const optional = config.cgroup.limitsOptional;
-        const skipped = await applyLimits(root!, dir, config.cgroup.limits, optional);
-        for (const [i, s] of config.services.entries()) {
+        for (const w of cgroup.limits) {
           if (signal.aborted) throw aborted('createCgroups');
-          const leaf = join(dir, serviceLeaf(s.name));
-          skipped.push(...(await applyLimits(root!, leaf, s.limits, optional, `services[${i}].limits`)).map((k) => `${s.name}: ${k}`));
+          await writeLimit(cgRoot(), w);
+          executed.push(line.limit(w));
         }
-        if (skipped.length) log(`cgroup: limits skipped (controller unavailable, limitsOptional): ${skipped.join(', ')}`);
+        if (cgroup.skipped.length) log(`cgroup: limits skipped (cgroup.limitsOptional): ${cgroup.skipped.join('; ')}`);
       }),
 
     launch: (input: EffectInput & { service: ServiceConfig }, signal) =>
       serialize('launch', signal, async (): Promise<LaunchResult> => {
         const s = input.service;
+        const sp: ServicePlan | undefined = thePlan('launch').services.find((x) => x.name === s.name);
+        if (!sp) throw new EffectError('launch', 'EINVAL', `service ${s.name} is not in the plan`);
         const c = requireClient('launch');
-        const fields = spawnFields(config, s, abi ?? landlockAbi());
-        const [nsPidText] = await abortable('launch', c.request(`launch ${s.name}`, 'spawn', ...fields), signal).catch((e: unknown) => {
+        const [nsPidText] = await abortable('launch', c.request(`launch ${s.name}`, 'spawn', ...spawnFields(sp)), signal).catch((e: unknown) => {
           if (!(e instanceof InitStepError)) throw e;
-          const leaf = join(cgroupDir(), serviceLeaf(s.name));
-          throw explainedError(`launch ${s.name}`, e.errno, e.step, explainSpawnStep(config, s, e.step, e.errno, leaf));
+          throw explainedError(`launch ${s.name}`, e.errno, e.step, explainSpawnStep(config, s, e.step, e.errno, join(cgRoot(), sp.cgroup)));
         });
+        executed.push(line.spawn(sp));
         const nsPid = Number(nsPidText);
         const state: ServiceState = { name: s.name, nsPid, hostPid: null, pidfd: null, exited: false };
         services.set(s.name, state);
-        const found = await findHostPid(join(cgroupDir(), serviceLeaf(s.name)), nsPid);
+        const found = await findHostPid(join(cgRoot(), sp.cgroup), nsPid);
         if (found && !state.exited) {
           state.hostPid = found.pid;
           state.pidfd = found.pidfd;
@@ -417,10 +414,11 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
 
     requestStop: (_input, signal) =>
       serialize('requestStop', signal, async () => {
-        const vmm = vmmOf(config);
+        const plan = thePlan('requestStop');
+        const vmm = plan.services.find((x) => x.vmm)!;
         const s = services.get(vmm.name);
         if (!s || s.exited) return;
-        const how = vmm.stop;
+        const how = plan.stop;
         if ('signal' in how) {
           await signalService(s, signalNumber(how.signal), 'requestStop');
         } else if ('qmp' in how) {
@@ -438,7 +436,8 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
 
     terminateServices: (_input, signal) =>
       serialize('terminateServices', signal, async () => {
-        const others = [...services.values()].filter((s) => !s.exited && s.name !== vmmOf(config).name);
+        const vmm = thePlan('terminateServices').services.find((x) => x.vmm)!.name;
+        const others = [...services.values()].filter((s) => !s.exited && s.name !== vmm);
         for (const s of others) await signalService(s, signalNumber('SIGTERM'), 'terminateServices');
         let check = (): void => undefined;
         try {
@@ -500,17 +499,6 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
 
   // ---- process-level hooks ----
   const hooks: Array<() => void> = [];
-  if (opts.handleSignals) {
-    let count = 0;
-    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-      const h = () => {
-        count += 1;
-        subject.next({ type: 'STOP_REQUESTED', signal: sig, force: sig === 'SIGINT' || count > 1 });
-      };
-      process.on(sig, h);
-      hooks.push(() => process.off(sig, h));
-    }
-  }
   if (opts.parentDeathSignal) {
     const sig = opts.parentDeathSignal;
     // The parent to die with. process.ppid read here is already the adoptive parent (PID 1 or a
@@ -527,6 +515,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   }
 
   return {
+    plan,
     effects,
     events$,
     state: {
@@ -541,6 +530,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         return abi;
       },
     },
+    executed,
     dispose() {
       for (const h of hooks.splice(0)) h();
     },

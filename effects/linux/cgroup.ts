@@ -1,15 +1,16 @@
 // cgroup v2 through plain file I/O. Only the cgroup2 mount is ever touched (found in
 // /proc/self/mountinfo); cgroup v1 hierarchies are left alone.
 //
-// Layout (config/cgroupLayout.ts): <mount>/<config.cgroup.parent>/<vm>/{init,svc-<service>...}: the init and every service
+// Layout (plan/cgroup.ts): <mount>/<config.cgroup.parent>/<vm>/{init,svc-<service>...}: the init and every service
 // in a leaf of their own, so the VM directory holds no process and can carry controllers.
 
 import { watch } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { INIT_LEAF, serviceLeaf, vmCgroupPath } from '../../config/cgroupLayout.js';
-import type { Limits, VmConfig } from '../../config/types.js';
+import type { VmConfig } from '../../config/types.js';
+import { INIT_LEAF, serviceLeaf, vmCgroupPath } from '../../plan/cgroup.js';
+import type { LimitWrite } from '../../plan/types.js';
 import { EffectError } from '../port.js';
 import { explainedError } from './explain.js';
 
@@ -83,69 +84,40 @@ async function readWords(path: string): Promise<string[]> {
 }
 
 /**
- * Make the controllers the limits need available in `dir` (by enabling them in each ancestor's
- * cgroup.subtree_control below the mount root), then write the limits. Missing controllers are an
- * EffectError naming the limit and the fix, unless `optional` (then the limit is skipped and
- * returned in the list of skipped limits).
+ * Write one limit of the plan: enable its controller in each ancestor's cgroup.subtree_control
+ * below the mount root (cgroup v2 offers a controller to a child only where the parent enables
+ * it), then write the value. The plan only holds limits whose controller the host offers
+ * (plan/cgroup.ts); a failure here names the limit's field and the fix.
  */
-export async function applyLimits(root: string, dir: string, limits: Limits, optional: boolean, field = 'cgroup.limits'): Promise<string[]> {
-  const skipped: string[] = [];
-  const keys = Object.keys(limits);
-  if (keys.length === 0) return skipped;
-  const rel = dir.slice(root.length).split('/').filter(Boolean);
-  for (const key of keys) {
-    const ctl = controllerOf(key);
-    let ok = true;
-    let where = root;
-    for (let i = 0; i < rel.length; i++) {
-      const available = await readWords(join(where, 'cgroup.controllers'));
-      if (!available.includes(ctl)) {
-        ok = false;
-        break;
+export async function writeLimit(root: string, w: LimitWrite): Promise<void> {
+  const ctl = controllerOf(w.key);
+  const rel = w.cgroup.split('/').filter(Boolean);
+  let where = root;
+  for (let i = 0; i < rel.length; i++) {
+    const enabled = await readWords(join(where, 'cgroup.subtree_control'));
+    if (!enabled.includes(ctl)) {
+      try {
+        await writeFile(join(where, 'cgroup.subtree_control'), `+${ctl}`);
+      } catch (e) {
+        const busy = (e as NodeJS.ErrnoException).code === 'EBUSY';
+        throw fsError(
+          'cgroup',
+          e,
+          `limit ${w.key}: enabling the ${ctl} controller in ${where}/cgroup.subtree_control`,
+          w.field,
+          busy ? `${where} has processes of its own, and cgroup v2 enables a controller for children only where there are none: move them into a leaf cgroup, or set cgroup.limitsOptional` : undefined,
+        );
       }
-      const enabled = await readWords(join(where, 'cgroup.subtree_control'));
-      if (!enabled.includes(ctl)) {
-        try {
-          await writeFile(join(where, 'cgroup.subtree_control'), `+${ctl}`);
-        } catch (e) {
-          if (optional) {
-            ok = false;
-            break;
-          }
-          const busy = (e as NodeJS.ErrnoException).code === 'EBUSY';
-          throw fsError(
-            'cgroup',
-            e,
-            `limit ${key}: enabling the ${ctl} controller in ${where}/cgroup.subtree_control`,
-            `${field}[${JSON.stringify(key)}]`,
-            busy ? `${where} has processes of its own, and cgroup v2 enables a controller for children only where there are none: move them into a leaf cgroup, or set cgroup.limitsOptional` : undefined,
-          );
-        }
-      }
-      where = join(where, rel[i]!);
     }
-    if (!ok) {
-      if (optional) {
-        skipped.push(key);
-        continue;
-      }
-      throw explainedError('cgroup', 'ENOTSUP', null, {
-        object: `limit ${key}`,
-        field: `${field}[${JSON.stringify(key)}]`,
-        fix:
-          `it needs the ${ctl} controller, which the cgroup2 hierarchy at ${root} does not offer to ${dir} ` +
-          `(is it bound to a cgroup v1 hierarchy?). Fix: make the ${ctl} controller available in cgroup v2, ` +
-          `or set cgroup.limitsOptional to run without this limit`,
-      });
-    }
-    try {
-      await writeFile(join(dir, key), String(limits[key]));
-    } catch (e) {
-      const invalid = (e as NodeJS.ErrnoException).code === 'EINVAL';
-      throw fsError('cgroup', e, `limit ${key}=${limits[key]}: writing ${join(dir, key)}`, `${field}[${JSON.stringify(key)}]`, invalid ? 'the kernel refused the value' : undefined);
-    }
+    where = join(where, rel[i]!);
   }
-  return skipped;
+  const file = join(root, w.cgroup, w.key);
+  try {
+    await writeFile(file, w.value);
+  } catch (e) {
+    const invalid = (e as NodeJS.ErrnoException).code === 'EINVAL';
+    throw fsError('cgroup', e, `limit ${w.key}=${w.value}: writing ${file}`, w.field, invalid ? 'the kernel refused the value' : undefined);
+  }
 }
 
 export async function isPopulated(dir: string): Promise<boolean | null> {

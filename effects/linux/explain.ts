@@ -9,7 +9,7 @@
 
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
 import { EffectError } from '../port.js';
-import type { MountOp } from './plan.js';
+import type { MountOp } from '../../plan/mounts.js';
 
 /** glibc's strerror() texts, lower-cased, for the errnos setup can meet. */
 const MEANINGS: Record<string, string> = {
@@ -157,7 +157,7 @@ function listenFix(step: string, errno: string, s: ServiceConfig): string | unde
 }
 
 /**
- * A `spawn` that failed at `step` (do_spawn/open_listener/service_child in native/vmsandbox-init.c),
+ * A `spawn` that failed at `step` (spawn_start/open_listener/service_child in native/spawn.c, do_spawn in vmsandbox-init.c),
  * explained in terms of the service's config. `cgroupLeaf`: the service's cgroup leaf directory, if known.
  */
 export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: string, errno: string, cgroupLeaf?: string): Explanation {
@@ -194,7 +194,14 @@ export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: strin
     case 'mount-shm':
       return { object: `private /dev/shm (tmpfs, size ${s.shm})`, field: `${p}.shm`, fix: errno === 'EINVAL' ? 'the kernel refused the size: use a size like "64M"' : undefined };
     case 'landlock-create':
-      return { object: 'the Landlock ruleset', field: 'landlock.minAbi', fix: 'the kernel refused to create it: is "landlock" in lsm=? (`vmsandbox check` shows the ABI)' };
+      return {
+        object: 'the Landlock ruleset',
+        field: 'landlock.minAbi',
+        fix:
+          errno === 'EINVAL' || errno === 'E2BIG'
+            ? 'the kernel refused the handled rights or scopes planned for the Landlock ABI it reported (plan/landlock.ts): report it with `vmsandbox check`\'s Landlock line'
+            : 'the kernel refused to create it: is "landlock" in lsm=? (`vmsandbox check` shows the ABI)',
+      };
     case 'landlock-rule':
       return {
         object: `a Landlock rule path (read: ${s.landlock.read.join(', ') || 'none'}; write: ${s.landlock.write.join(', ') || 'none'}; and the implicit ones)`,
@@ -284,7 +291,7 @@ function mountOpPath(op: MountOp): string {
 }
 
 /**
- * A mount-plan request (planMounts in plan.ts) that failed at `step`, explained: which VM path or
+ * A mount-plan request (planMounts in plan/mounts.ts) that failed at `step`, explained: which VM path or
  * device it builds, the field it comes from, and the fix.
  */
 export function explainMountStep(config: VmConfig, op: MountOp, step: string, errno: string): Explanation {

@@ -3,14 +3,17 @@
 // ok, warn (runs, but weaker or worth a look) or fail (`vmsandbox run` would refuse or fail setup).
 // See docs/linux-backend.md ("Host check") and docs/config.md ("Validating").
 
-import { vmCgroupPath } from '../../config/cgroupLayout.js';
+import { vmCgroupPath } from '../../plan/cgroup.js';
 import { existsSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
-import { LANDLOCK_FEATURES } from './backend.js';
+import { planSandbox, type Refusal } from '../../plan/index.js';
+import { missingFeatures } from '../../plan/landlock.js';
+import { landlockRules, serviceRuntimeDir } from '../../plan/service.js';
 import { findCgroup2Mount } from './cgroup.js';
+import { cgroupControllersFor } from './hostFacts.js';
 import { landlockAbi, nativeBuildDir } from './native.js';
-import { landlockRules, serviceRuntimeDir } from './plan.js';
+import { readRecord, vmLockPath } from './owner.js';
 
 export type HostLevel = 'ok' | 'warn' | 'fail';
 
@@ -50,6 +53,8 @@ export interface HostCheckOptions {
   /** Override the probed Landlock ABI (null: the native helper is missing). */
   landlockAbi?: number | null;
   root?: boolean;
+  /** Where the VM locks live (default /run/vmsandbox-locks). */
+  lockDir?: string;
 }
 
 function statOrNull(path: string): Stats | null {
@@ -65,14 +70,6 @@ function readOr(path: string, fallback: string): string {
     return readFileSync(path, 'utf8');
   } catch {
     return fallback;
-  }
-}
-
-function words(path: string): string[] | null {
-  try {
-    return readFileSync(path, 'utf8').split(/\s+/).filter(Boolean);
-  } catch {
-    return null;
   }
 }
 
@@ -156,61 +153,57 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
   if (nativeOk) add('ok', 'host.native', `${build}: vmsandbox-init and libvmsandbox.so present`);
   else add('fail', 'host.native', `${build}: vmsandbox-init or libvmsandbox.so missing: build them with \`make -C native\` (npm ci does)`);
 
-  // ---- Landlock ----
+  // What runs of this VM created and have not removed yet (its lock's journal; read, not locked).
+  const journal = readRecord(vmLockPath(config.name, opts.lockDir))?.journal ?? { cgroup: null, runtimeDir: null };
+
+  // ---- the plan: the same refusals `run` makes (plan/index.ts), from this host's facts ----
   const abi = opts.landlockAbi !== undefined ? opts.landlockAbi : nativeOk ? landlockAbi() : null;
-  const { minAbi, allowDegraded } = config.landlock;
+  const mount = findCgroup2Mount(opts.mountinfo ?? readOr('/proc/self/mountinfo', ''));
+  const found = mount ? cgroupControllersFor(config, mount) : null;
+  const controllers = found?.controllers ?? [];
+  const planned = planSandbox(config, { landlockAbi: abi ?? 0, cgroupControllers: controllers });
+  const refusals = new Map<string, Refusal>(planned.ok ? [] : planned.refusals.map((r) => [r.field, r]));
+  const skipped = planned.ok ? planned.plan.cgroup.skipped : [];
+
+  // ---- Landlock ----
+  const { minAbi } = config.landlock;
+  const llRefused = refusals.get('landlock.minAbi');
+  refusals.delete('landlock.minAbi');
   if (abi === null) {
     add('fail', 'landlock.minAbi', 'Landlock ABI unknown: the native helper that probes it is missing (see host.native)');
+  } else if (llRefused) {
+    add('fail', 'landlock.minAbi', `${llRefused.message}; vmsandbox run would refuse to start`);
   } else {
-    const missing = LANDLOCK_FEATURES.filter(([v]) => abi < v).map(([, what]) => what);
+    const missing = missingFeatures(abi);
     const lacks = missing.length ? `; lacks: ${missing.join(', ')}` : '';
-    if (abi >= minAbi) {
-      add('ok', 'landlock.minAbi', `the kernel offers Landlock ABI ${abi} (config needs ≥ ${minAbi})${lacks}`);
-    } else if (allowDegraded) {
-      add('warn', 'landlock.minAbi', `the kernel offers Landlock ABI ${abi} < ${minAbi}: runs degraded (landlock.allowDegraded)${lacks}`);
-    } else {
-      add(
-        'fail',
-        'landlock.minAbi',
-        `the kernel offers Landlock ABI ${abi} < ${minAbi}${lacks}: vmsandbox run would refuse to start. ` +
-          `Fix: a kernel with Landlock ABI ${minAbi} (and "landlock" in lsm=), a lower landlock.minAbi, or landlock.allowDegraded`,
-      );
-    }
+    if (abi >= minAbi) add('ok', 'landlock.minAbi', `the kernel offers Landlock ABI ${abi} (config needs ≥ ${minAbi})${lacks}`);
+    else add('warn', 'landlock.minAbi', `the kernel offers Landlock ABI ${abi} < ${minAbi}: runs degraded (landlock.allowDegraded)${lacks}`);
   }
 
   // ---- cgroup v2 ----
-  const mount = findCgroup2Mount(opts.mountinfo ?? readOr('/proc/self/mountinfo', ''));
-  let controllers: string[] = [];
   if (!mount) {
     add('fail', 'host.cgroup2', 'no cgroup2 mount in /proc/self/mountinfo: mount cgroup2 (e.g. mount -t cgroup2 none /sys/fs/cgroup/unified)');
   } else {
-    // The VM's controllers come from cgroup.parent's (enabled there by the backend as needed):
-    // read the deepest directory on the way that exists (the rest is created with the same set).
-    let where = mount;
-    controllers = words(join(mount, 'cgroup.controllers')) ?? [];
-    for (const seg of config.cgroup.parent.split('/').filter(Boolean)) {
-      const next = join(where, seg);
-      const c = words(join(next, 'cgroup.controllers'));
-      if (c === null) break;
-      where = next;
-      controllers = c;
-    }
+    const where = found!.where;
     add('ok', 'host.cgroup2', `mounted at ${mount}; controllers available at ${where}: ${controllers.join(' ') || '(none)'}`);
     const vmDir = join(mount, vmCgroupPath(config));
-    if (/^populated 1$/m.test(readOr(join(vmDir, 'cgroup.events'), ''))) {
+    const events = readOr(join(vmDir, 'cgroup.events'), '');
+    if (events && journal.cgroup !== vmDir) {
+      // run refuses a cgroup no run of this VM created (effects/linux/backend.ts): so does check.
+      add('fail', 'name', `${vmDir} exists, and no run of vm ${config.name} created it: vmsandbox run would refuse it (exit 111). Fix: see what it holds (${vmDir}/cgroup.procs) and remove it, or \`vmsandbox finish --force CONFIG\``);
+    } else if (/^populated 1$/m.test(events)) {
       add('warn', 'name', `${vmDir} has processes: this VM is running (or its last run was not cleaned up: vmsandbox finish)`);
     }
   }
   const v1 = v1Controllers(opts.procCgroups ?? readOr('/proc/cgroups', ''));
   const limitItem = (path: string, key: string) => {
     const ctl = key.split('.')[0]!;
-    if (mount && controllers.includes(ctl)) return add('ok', path, `the ${ctl} controller is available`);
-    const why = !mount
-      ? 'there is no cgroup2 mount'
-      : `the ${ctl} controller is not available in the cgroup2 hierarchy at ${mount}` +
-        (v1.has(ctl) ? ` (it is bound to a cgroup v1 hierarchy, see /proc/cgroups)` : '');
-    if (config.cgroup.limitsOptional) add('warn', path, `${why}: the limit is skipped at run time (cgroup.limitsOptional)`);
-    else add('fail', path, `${why}: vmsandbox run would fail setup. Fix: give cgroup v2 the ${ctl} controller, or set cgroup.limitsOptional to run without this limit`);
+    const where = (v1.has(ctl) ? ` (here it is bound to a cgroup v1 hierarchy, see /proc/cgroups)` : '') + (mount ? '' : ' (there is no cgroup2 mount)');
+    const refused = refusals.get(path);
+    refusals.delete(path);
+    if (refused) add('fail', path, `${refused.message}${where}; vmsandbox run would refuse to start`);
+    else if (skipped.some((k) => k.startsWith(`${path}: `))) add('warn', path, `the ${ctl} controller is not available${where}: the limit is skipped at run time (cgroup.limitsOptional)`);
+    else add('ok', path, `the ${ctl} controller is available`);
   };
   for (const key of Object.keys(config.cgroup.limits)) limitItem(`cgroup.limits[${JSON.stringify(key)}]`, key);
   config.services.forEach((s, i) => {
@@ -243,8 +236,10 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
   else if (!storage.isDirectory()) add('fail', 'storage', `${config.storage} is not a directory`);
   else add('ok', 'storage', `${config.storage} is a directory`);
   const rt = statOrNull(config.runtimeDir);
-  if (rt) {
-    add('warn', 'runtimeDir', `${config.runtimeDir} already exists: vmsandbox run uses it and removes it (recursively) when the VM stops; is the VM running, or is this a shared directory?`);
+  if (rt && journal.runtimeDir !== config.runtimeDir) {
+    add('fail', 'runtimeDir', `${config.runtimeDir} exists, and no run of vm ${config.name} created it: vmsandbox run would refuse it (exit 111). Fix: see what it holds and remove it, or choose another runtimeDir`);
+  } else if (rt) {
+    add('warn', 'runtimeDir', `${config.runtimeDir} exists, left by a run of vm ${config.name} (or the VM is running): vmsandbox run removes it first, or \`vmsandbox finish CONFIG\` does`);
   }
 
   // ---- services ----
@@ -267,6 +262,9 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
     if (other) add('warn', `${p}.uid`, `uid ${s.uid} is also ${other}'s: distinct uids keep one compromised service from acting on the other where Landlock does not cover it`);
     else uidsSeen.set(s.uid, s.name);
   });
+
+  // Whatever else the plan refuses (devices, capabilities, paths of a config built in code).
+  for (const r of refusals.values()) add('fail', r.field, r.message);
 
   const failures = items.filter((x) => x.level === 'fail').length;
   const warnings = items.filter((x) => x.level === 'warn').length;

@@ -13,10 +13,11 @@ import {
   explainMountStep,
   explainSpawnStep,
 } from '../../effects/linux/explain.js';
-import { describeOp, planMounts, type MountOp } from '../../effects/linux/plan.js';
+import { describeOp, planMounts, type MountOp } from '../../plan/mounts.js';
 import { InitStepError } from '../../effects/linux/protocol.js';
 import { EffectError } from '../../effects/port.js';
-import { repoRoot, service, vmConfig } from './helpers.js';
+import { repoRoot } from './helpers/paths.js';
+import { service, vmConfig } from './helpers/vm.js';
 
 const vm = { name: 'vm1', storage: '/var/lib/x', runtimeDir: '/run/vmsandbox/vm1', scratch: '/tmp/x' };
 const virtiofsd = service({
@@ -31,11 +32,14 @@ const virtiofsd = service({
 const vmm = service({ name: 'vmm', argv: ['/nonexistent/vmm'], vmm: true, uid: 62002, gid: 62002, devices: ['/dev/kvm'] });
 const config = vmConfig(vm, [virtiofsd, vmm]);
 
-/** Every step the init can report for a spawn, read from its source (child_fail, open_listener, do_spawn). */
+/**
+ * Every step the init can report for a spawn, read from its source: the spawner (native/spawn.c:
+ * child_fail, open_listener, spawn_start) and PID 1's do_spawn (native/vmsandbox-init.c).
+ */
 function spawnSteps(): string[] {
-  const c = readFileSync(join(repoRoot, 'native', 'vmsandbox-init.c'), 'utf8');
+  const c = ['spawn.c', 'vmsandbox-init.c'].map((f) => readFileSync(join(repoRoot, 'native', f), 'utf8')).join('\n');
   const steps = new Set<string>();
-  for (const re of [/child_fail\(pipefd, "([^"]+)"\)/g, /\*step = "([^"]+)"/g, /failed = "([^"]+)"/g, /reply_err\(id, [^,]+, "([^"]+)"\)/g]) {
+  for (const re of [/child_fail\(pipefd, "([^"]+)"\)/g, /\*step = "([^"]+)"/g, /failed = "([^"]+)"/g, /start_failed\(step, "([^"]+)"/g, /reply_err\(id, [^,]+, "([^"]+)"\)/g]) {
     for (const m of c.matchAll(re)) steps.add(m[1]!);
   }
   return [...steps];
@@ -117,6 +121,10 @@ describe('explain: spawn steps → config objects', () => {
     }
     // A spawn field the init could not parse (its key is the step): a manager/init mismatch.
     expect(explainSpawnStep(config, virtiofsd, 'uid', 'EINVAL')).toMatchObject({ object: "the spawn request's uid field", fix: expect.stringMatching(/make -C native/) });
+    expect(explainSpawnStep(config, virtiofsd, 'rule', 'EINVAL').object).toBe("the spawn request's rule field");
+    // The kernel refusing the planned masks is not a missing Landlock: the fix says so.
+    expect(explainSpawnStep(config, virtiofsd, 'landlock-create', 'E2BIG').fix).toMatch(/handled rights or scopes planned/);
+    expect(explainSpawnStep(config, virtiofsd, 'landlock-create', 'EOPNOTSUPP').fix).toMatch(/lsm=/);
   });
 });
 

@@ -10,7 +10,9 @@ import type { CliIo } from '../../cli/io.js';
 import { loadConfig } from '../../config/load.js';
 import { linuxHostCheck, type HostReport } from '../../effects/linux/hostCheck.js';
 import { landlockAbi } from '../../effects/linux/native.js';
-import { ensureNative, skipReason, SYSTEM_READ } from './helpers.js';
+import { ensureNative } from './helpers/native.js';
+import { skipReason } from './helpers/skip.js';
+import { SYSTEM_READ } from './helpers/vm.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/hostcheck skipped: ${skip}`);
@@ -167,7 +169,7 @@ describe.skipIf(skip)('vmsandbox check: host report (real host)', () => {
     const strict = loadConfig(configFile((c) => (c.landlock = { minAbi })));
     const r = await linuxHostCheck(strict, opts);
     expect(failed(r)).toEqual(['landlock.minAbi']);
-    expect(r.items.find((x) => x.item === 'landlock.minAbi')!.message).toContain(`Landlock ABI ${abi} < ${minAbi}`);
+    expect(r.items.find((x) => x.item === 'landlock.minAbi')!.message).toContain(`the kernel offers Landlock ABI ${abi}, the config needs ${minAbi}`);
     const degraded = loadConfig(configFile((c) => (c.landlock = { minAbi, allowDegraded: true })));
     const d = await linuxHostCheck(degraded, opts);
     expect(failed(d)).toEqual([]);

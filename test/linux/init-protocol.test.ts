@@ -5,13 +5,16 @@
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeFd, cloneInit, nativeBuildDir, pidfdSendSignal, signalNumber, socketpair, waitPidfd } from '../../effects/linux/native.js';
+import { closeFd, cloneInit, landlockAbi, nativeBuildDir, pidfdSendSignal, signalNumber, socketpair, waitPidfd } from '../../effects/linux/native.js';
 import { InitClient, MAX_REQUEST_BYTES } from '../../effects/linux/protocol.js';
 import { EffectError } from '../../effects/port.js';
-import { ensureNative, skipReason } from './helpers.js';
+import { planServiceLandlock } from '../../plan/landlock.js';
+import { ensureNative } from './helpers/native.js';
+import { landlockSkipReason, skipReason } from './helpers/skip.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/init-protocol skipped: ${skip}`);
+const skipLandlock = landlockSkipReason(1);
 
 interface Init {
   sock: Socket;
@@ -92,6 +95,71 @@ describe.skipIf(skip)('the sandbox init under malformed and over-long requests',
     let gone = null;
     for (let i = 0; i < 200 && !(gone = waitPidfd(init.pidfd)); i++) await new Promise((r) => setTimeout(r, 5));
     expect(gone).toEqual({ code: 0, signal: null });
+  });
+
+  it('a malformed spawn field gets an error naming it (Landlock masks, flags, rules)', async () => {
+    init = await startInit();
+    const cases: Array<[string, string]> = [
+      ['llfs=ffff rule=zz,/usr', 'rule'], // not hex
+      ['llfs=ffff rule=d,usr', 'rule'], // not an absolute path
+      ['llfs=ffff rule=d', 'rule'], // no path
+      ['llfs=ffff rule=0,/usr', 'rule'], // grants nothing
+      ['llfs=1fff rule=ffff,/usr', 'rule'], // a right the ruleset does not handle
+      ['rule=d,/usr', 'llfs'], // a rule without a ruleset
+      ['llscope=3', 'llfs'],
+      ['llfs=-1', 'llfs'], // a sign is not a mask (strtoull would make it every bit)
+      ['llfs=ffff llfs=ffff', 'llfs'], // twice
+      ['llfs=ffff llflags=100000000', 'llflags'], // restrict_self's flags are 32 bits
+      ['llfs=ffff llfile=', 'llfile'],
+      ['landlock=7', 'landlock'], // the old ABI field: the init no longer derives rights from an ABI
+    ];
+    let id = 10;
+    for (const [fields, step] of cases) {
+      init.sock.write(`spawn ${id} name=s ${fields} arg=/bin/true\n`);
+      expect(await init.next(), fields).toBe(`err ${id} 22 ${step}`);
+      id++;
+    }
+    init.sock.write('ping 99\n');
+    expect(await init.next()).toBe('ok 99');
+    expect(waitPidfd(init.pidfd), 'PID 1 is still running').toBeNull();
+  });
+
+  it.skipIf(skipLandlock)('applies the Landlock masks it is given, as given', async () => {
+    init = await startInit();
+    const ll = planServiceLandlock(landlockAbi(), { read: ['/usr'], write: [] })!;
+    const hex = (n: number) => n.toString(16);
+    const ruleset = (over: { scope?: string; file?: string } = {}) =>
+      `llfs=${hex(ll.handledFs)} llscope=${over.scope ?? hex(ll.scoped)} llflags=${hex(ll.restrictFlags)} llfile=${over.file ?? hex(ll.fileAccess)}`;
+    const usr = ll.rules.map((r) => `rule=${hex(r.access)},${r.path}`).join(' ');
+    const read = hex(ll.rules[0]!.access);
+    let id = 20;
+    /** Spawn cmp(1) on /etc/hostname under `fields`: its exit status, or the init's error. */
+    const cmp = async (fields: string) => {
+      const n = id++;
+      init!.sock.write(`spawn ${n} name=cmp${n} ${fields} arg=/usr/bin/cmp arg=/etc/hostname arg=/etc/hostname\n`);
+      const reply = await init!.next();
+      const ok = new RegExp(`^ok ${n} (\\d+)$`).exec(reply);
+      if (!ok) return reply;
+      const exit = await init!.next();
+      expect(exit).toMatch(new RegExp(`^exit cmp${n} ${ok[1]} exited \\d+$`));
+      return `exited ${exit.split(' ').pop()}`;
+    };
+    // Control: the same request without Landlock reads the file.
+    expect(await cmp('')).toBe('exited 0');
+    // Only /usr is granted: /etc/hostname is denied (cmp exits 2 on an open error).
+    expect(await cmp(`${ruleset()} ${usr}`)).toBe('exited 2');
+    // No scope: the ruleset attr passed only up to handled_access_fs, which every ABI takes.
+    expect(await cmp(`${ruleset({ scope: '0' })} ${usr}`)).toBe('exited 2');
+    // A read rule on /etc grants it.
+    expect(await cmp(`${ruleset()} ${usr} rule=${read},/etc`)).toBe('exited 0');
+    // A rule on a file keeps llfile's rights of its mask: all handled rights on /etc/hostname work
+    // with the plan's file mask, and the kernel refuses them (EINVAL) when llfile lets them all through.
+    expect(await cmp(`${ruleset()} ${usr} rule=${hex(ll.handledFs)},/etc/hostname`)).toBe('exited 0');
+    expect(await cmp(`${ruleset({ file: hex(ll.handledFs) })} ${usr} rule=${hex(ll.handledFs)},/etc/hostname`)).toMatch(/^err \d+ 22 landlock-rule$/);
+    // The scope mask goes to the kernel as it is: a scope bit no ABI has is refused there
+    // (EINVAL from ABI 6, E2BIG before: an older kernel does not know the field).
+    expect(await cmp(`${ruleset({ scope: '80' })} ${usr}`)).toMatch(/^err \d+ (22|7) landlock-create$/);
+    expect(waitPidfd(init.pidfd), 'PID 1 is still running').toBeNull();
   });
 
   it('the manager refuses a request the init could not take, before sending it', async () => {

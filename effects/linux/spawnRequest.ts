@@ -1,0 +1,38 @@
+// The `spawn` request to the sandbox init for one service: its plan (plan/service.ts) encoded as
+// the init's key=value fields (see spawn_parse in native/spawn.c). Encoding only: every
+// decision was made by the plan.
+//
+// Landlock (plan/landlock.ts) is on when `llfs=` is present; masks and flags are hex:
+//   llfs=<handled_access_fs> llscope=<scoped> llflags=<restrict_self flags>
+//   llfile=<rights a rule keeps on a non-directory> rule=<allowed_access>,<path>*
+
+import type { ServicePlan } from '../../plan/types.js';
+
+export function spawnFields(s: ServicePlan): string[] {
+  const f: string[] = [
+    `name=${s.name}`,
+    `leaf=${s.leaf}`,
+    `uid=${s.uid}`,
+    `gid=${s.gid}`,
+    ...s.groups.map((g) => `group=${g}`),
+    ...s.caps.map((c) => `cap=${c}`),
+    ...(s.securebits ? [`secbits=${s.securebits}`] : []),
+    ...s.sockets.map((k) => `listen=${k.fd},${k.mode.toString(8)},${k.gid},${k.path}`),
+    `storage=${s.storage.access}`,
+    `storagepath=${s.storage.path}`,
+    ...s.keep.map((p) => `keep=${p}`),
+  ];
+  for (const t of s.tmpfs) f.push(`${t.path === '/tmp' ? 'tmp' : 'shm'}=${t.data}`);
+  const ll = s.landlock;
+  if (ll) {
+    f.push(`llfs=${hex(ll.handledFs)}`, `llscope=${hex(ll.scoped)}`, `llflags=${hex(ll.restrictFlags)}`, `llfile=${hex(ll.fileAccess)}`);
+    f.push(...ll.rules.map((r) => `rule=${hex(r.access)},${r.path}`));
+  }
+  f.push(...s.argv.map((a) => `arg=${a}`));
+  f.push(...s.env.map(([k, v]) => `env=${k}=${v}`));
+  return f;
+}
+
+function hex(n: number): string {
+  return n.toString(16);
+}

@@ -1,0 +1,63 @@
+// planSandbox: config + host facts → every operation of a sandbox's setup, or every refusal.
+// One rule, one place: `check` reports these refusals, `run` refuses exactly these before it
+// creates anything, and both backends (effects/linux, sim/) execute the plan's operations.
+// Pure: no I/O; the host facts are probed by the caller (effects/linux/hostFacts.ts, the
+// simulator's kernel).
+
+import type { ServiceConfig, VmConfig } from '../config/types.js';
+import { readyOf, vmmOf } from '../config/types.js';
+import { planCgroups } from './cgroup.js';
+import { planLandlockAbi } from './landlock.js';
+import { planMounts } from './mounts.js';
+import { planService, serviceRuntimeDir } from './service.js';
+import type { HostFacts, PlanResult, Refusal, SandboxPlan } from './types.js';
+
+/** Launch order: the other services in config order, the vmm last (it connects to their sockets). */
+export function launchOrder(config: VmConfig): ServiceConfig[] {
+  return [...config.services.filter((s) => !s.vmm), ...config.services.filter((s) => s.vmm)];
+}
+
+export function planSandbox(config: VmConfig, facts: HostFacts): PlanResult {
+  const refusals: Refusal[] = [];
+  const refuse = (field: string, message: string) => void refusals.push({ field, message });
+  const ll = planLandlockAbi(config, facts.landlockAbi);
+  if ('field' in ll) refusals.push(ll);
+  const abi = 'field' in ll ? facts.landlockAbi : ll.abi;
+  const vmm = config.services.filter((s) => s.vmm);
+  if (vmm.length !== 1) refuse('services', `exactly one service must be the vmm (vmm: true), found ${vmm.length}`);
+  const mounts = planMounts(config, refuse);
+  const cgroup = planCgroups(config, facts, refuse);
+  const services = launchOrder(config).map((s) => planService(config, s, config.services.indexOf(s), abi, refuse));
+  if (refusals.length) return { ok: false, refusals };
+  const plan: SandboxPlan = {
+    vm: config.name,
+    runtimeDir: config.runtimeDir,
+    dirs: config.services.map((s) => ({ path: serviceRuntimeDir(config, s), mode: 0o755, uid: s.uid, gid: s.gid })),
+    mounts,
+    landlock: 'field' in ll ? { abi, degraded: [] } : ll,
+    cgroup,
+    services,
+    stop: vmmOf(config).stop,
+    ready: readyOf(vmmOf(config)),
+  };
+  return { ok: true, plan };
+}
+
+/** The plan, or an Error listing every refusal (for callers that already checked, e.g. tests). */
+export function mustPlan(config: VmConfig, facts: HostFacts): SandboxPlan {
+  const r = planSandbox(config, facts);
+  if (r.ok) return r.plan;
+  throw new PlanRefused(config.name, r.refusals);
+}
+
+export class PlanRefused extends Error {
+  constructor(
+    readonly vm: string,
+    readonly refusals: Refusal[],
+  ) {
+    super(`vm ${vm}: this host cannot enforce the config: ${refusals.map((r) => `${r.field}: ${r.message}`).join('; ')}`);
+    this.name = 'PlanRefused';
+  }
+}
+
+export type { HostFacts, PlanResult, Refusal, SandboxPlan } from './types.js';

@@ -1,0 +1,113 @@
+// What the plan holds: every operation a sandbox's setup performs, decided from the config and the
+// host's facts before anything is created. The Linux backend and the simulator both execute these
+// operations (and record them, test/plan-equivalence.test.ts compares the two records); `check`
+// and `run` report the same refusals, because both come from planSandbox (plan/index.ts).
+
+import type { StopMethod, ReadyCondition, Limits } from '../config/types.js';
+import type { MountOp } from './mounts.js';
+import type { LandlockPlan } from './landlock.js';
+
+/** What the plan needs to know about the host: probed by a backend, never assumed. */
+export interface HostFacts {
+  /** The Landlock ABI the kernel offers (0: Landlock unavailable). */
+  landlockAbi: number;
+  /**
+   * cgroup v2 controllers the VM's cgroup can use: cgroup.controllers of the deepest directory
+   * that exists on the way to cgroup.parent (the rest is created with the same set).
+   */
+  cgroupControllers: readonly string[];
+}
+
+/** Something the plan cannot do on this host with this config: the field to change and how. */
+export interface Refusal {
+  /** A config field path (`landlock.minAbi`, `services[1].limits["memory.max"]`). */
+  field: string;
+  message: string;
+}
+
+export interface SocketPlan {
+  path: string;
+  fd: number;
+  /** Permission bits of the socket file. */
+  mode: number;
+  gid: number;
+}
+
+/** A private tmpfs of a service: where, and the mount data (mode and size) it is mounted with. */
+export interface TmpfsPlan {
+  path: '/tmp' | '/dev/shm';
+  data: string;
+}
+
+export interface ServicePlan {
+  name: string;
+  vmm: boolean;
+  uid: number;
+  gid: number;
+  groups: number[];
+  /** Capability numbers the service keeps (bounding, permitted, effective, inheritable, ambient). */
+  caps: number[];
+  /** securebits mask set (and locked as the names say) before exec. */
+  securebits: number;
+  sockets: SocketPlan[];
+  /** Its cgroup leaf, relative to the cgroup2 mount, and the leaf's name in the VM's cgroup. */
+  cgroup: string;
+  leaf: string;
+  /** How the VM storage appears in its mount namespace ('none': hidden under an empty tmpfs). */
+  storage: { access: 'none' | 'ro' | 'rw'; path: string };
+  tmpfs: TmpfsPlan[];
+  /** Paths its own namespace keeps from the VM's (the runtime dir, for the sockets). */
+  keep: string[];
+  /** Its Landlock ruleset; null when the kernel has no Landlock and the config allows that. */
+  landlock: LandlockPlan | null;
+  argv: string[];
+  env: Array<[string, string]>;
+}
+
+/** One limit write: the file in a cgroup directory and the value, with the field it comes from. */
+export interface LimitWrite {
+  /** cgroup directory relative to the cgroup2 mount. */
+  cgroup: string;
+  key: string;
+  value: string;
+  field: string;
+}
+
+export interface CgroupPlan {
+  /** The VM's cgroup (relative to the cgroup2 mount): holds no process, carries the VM's limits. */
+  vm: string;
+  /** The init's leaf; the init is cloned straight into it (CLONE_INTO_CGROUP). */
+  init: string;
+  /** One leaf per service, in config order. */
+  leaves: string[];
+  limits: LimitWrite[];
+  /** Limits left out (controller unavailable, cgroup.limitsOptional), as `<field>: <why>`. */
+  skipped: string[];
+}
+
+/** A directory the manager creates (root-side, before the services start) and gives to a uid. */
+export interface DirPlan {
+  path: string;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+export interface SandboxPlan {
+  vm: string;
+  runtimeDir: string;
+  /** The runtime dir's per-service directories. */
+  dirs: DirPlan[];
+  /** The VM namespace's mount operations, in order (plan/mounts.ts). */
+  mounts: MountOp[];
+  landlock: { abi: number; degraded: string[] };
+  cgroup: CgroupPlan;
+  /** In launch order: the others in config order, the vmm last. */
+  services: ServicePlan[];
+  stop: StopMethod;
+  ready: ReadyCondition;
+}
+
+export type PlanResult = { ok: true; plan: SandboxPlan } | { ok: false; refusals: Refusal[] };
+
+export type { Limits };

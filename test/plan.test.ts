@@ -1,0 +1,93 @@
+// The plan (plan/): config + host facts → every setup operation, or every refusal with its field.
+
+import { describe, expect, it } from 'vitest';
+import { spawnFields } from '../effects/linux/spawnRequest.js';
+import { planSandbox, type HostFacts } from '../plan/index.js';
+import { MOUNT_ATTR, planMounts } from '../plan/mounts.js';
+import { setupOperations } from '../plan/record.js';
+import { landlockRules } from '../plan/service.js';
+import { service, SLEEPER, vmConfig } from './linux/helpers/vm.js';
+
+const vm = { name: 'vm1', storage: '/srv/vm1', runtimeDir: '/run/vmsandbox/vm1', scratch: '/tmp/x' };
+const host: HostFacts = { landlockAbi: 7, cgroupControllers: ['cpu', 'memory', 'pids', 'io'] };
+
+function refusals(config: Parameters<typeof planSandbox>[0], facts = host) {
+  const r = planSandbox(config, facts);
+  return r.ok ? [] : r.refusals;
+}
+
+describe('the plan', () => {
+  it('plans the mounts: everything read-only first, fresh /proc and /sys, /dev moved in, runtime dir last', () => {
+    const config = vmConfig(vm, [service({ name: 'gpu', argv: ['/bin/true'], devices: ['/dev/dri/renderD128'] }), SLEEPER]);
+    const ops = planMounts(config);
+    expect(ops[0]).toEqual({ verb: 'setattr', path: '/', set: MOUNT_ATTR.RDONLY | MOUNT_ATTR.NOSUID, clr: 0, recursive: true });
+    expect(ops.at(-1)).toMatchObject({ verb: 'setattr', path: '/run/vmsandbox/vm1', clr: MOUNT_ATTR.RDONLY });
+    expect(ops).toContainEqual(expect.objectContaining({ verb: 'mount', fstype: 'proc', target: '/proc' }));
+    expect(ops).toContainEqual(expect.objectContaining({ verb: 'mkdir', path: '/tmp/dev/dri' }));
+    // A granted device is a private node owned by the service that asked for it, not a bind.
+    expect(ops).toContainEqual({ verb: 'mknod', source: '/dev/dri/renderD128', path: '/tmp/dev/dri/renderD128', mode: 0o600, uid: 62001, gid: 62001 });
+    // No host device bound besides the base set.
+    const binds = ops.filter((o) => o.verb === 'mount' && o.source.startsWith('/dev/')).map((o) => (o as { source: string }).source);
+    expect(binds.sort()).toEqual(['/dev/full', '/dev/null', '/dev/random', '/dev/tty', '/dev/urandom', '/dev/zero']);
+    expect(refusals({ ...config, runtimeDir: 'relative' })).toContainEqual({ field: 'runtimeDir', message: expect.stringMatching(/absolute/) });
+  });
+
+  it('gives Landlock rules for what the sandbox hands a service, and nothing for storage "none"', () => {
+    const config = vmConfig(vm, [SLEEPER]);
+    const rw = landlockRules(config, service({ name: 's', argv: ['/bin/true'], storage: 'rw', tmp: '8M' }));
+    expect(rw.write).toEqual(expect.arrayContaining(['/srv/vm1', '/tmp', '/dev/null', '/run/vmsandbox/vm1/s']));
+    const none = landlockRules(config, service({ name: 's', argv: ['/bin/true'] }));
+    expect([...none.read, ...none.write]).not.toContain('/srv/vm1');
+    expect(none.write).not.toContain('/tmp');
+  });
+
+  it('refuses, each with its field, forbidden and unknown capabilities, a relative argv[0], a device granted twice', () => {
+    const config = vmConfig(vm, [
+      service({ name: 's', argv: ['true'], caps: ['CAP_SYS_ADMIN', 'CAP_NOPE', 'net_bind_service'], devices: ['/dev/kvm'] }),
+      { ...SLEEPER, devices: ['/dev/kvm'] },
+    ]);
+    expect(refusals(config)).toEqual([
+      { field: 'services[1].devices[0]', message: expect.stringMatching(/granted to both s and vmm/) },
+      { field: 'services[0].argv[0]', message: expect.stringMatching(/absolute path/) },
+      { field: 'services[0].caps[0]', message: expect.stringMatching(/CAP_SYS_ADMIN would let the service leave its sandbox/) },
+      { field: 'services[0].caps[1]', message: 'unknown capability CAP_NOPE' },
+    ]);
+  });
+
+  it('refuses a kernel below landlock.minAbi unless degrading is allowed, and then plans no ruleset at ABI 0', () => {
+    const config = vmConfig(vm, [SLEEPER], { landlock: { minAbi: 6, allowDegraded: false } });
+    expect(refusals(config, { ...host, landlockAbi: 4 })).toEqual([
+      { field: 'landlock.minAbi', message: expect.stringMatching(/offers Landlock ABI 4, the config needs 6 \(missing: device ioctl control, signal scoping/) },
+    ]);
+    const degraded = planSandbox({ ...config, landlock: { minAbi: 6, allowDegraded: true } }, { ...host, landlockAbi: 0 });
+    expect(degraded.ok).toBe(true);
+    if (!degraded.ok) return;
+    expect(degraded.plan.landlock.degraded).toContain('filesystem access rules');
+    expect(degraded.plan.services[0]!.landlock).toBeNull();
+    expect(spawnFields(degraded.plan.services[0]!).some((f) => f.startsWith('ro=') || f.startsWith('rule='))).toBe(false);
+  });
+
+  it('refuses a limit whose controller the host lacks, naming the limit; skips it with limitsOptional', () => {
+    const config = vmConfig(vm, [{ ...SLEEPER, limits: { 'pids.max': 64 } }], { cgroup: { parent: 'p', limits: { 'memory.max': '1G' }, limitsOptional: false } });
+    const noMemory = { ...host, cgroupControllers: ['pids'] };
+    expect(refusals(config, noMemory)).toEqual([{ field: 'cgroup.limits["memory.max"]', message: expect.stringMatching(/memory controller is not available.*cgroup.limitsOptional/) }]);
+    const optional = planSandbox({ ...config, cgroup: { ...config.cgroup, limitsOptional: true } }, noMemory);
+    expect(optional.ok && optional.plan.cgroup).toMatchObject({
+      limits: [{ cgroup: 'p/vm1/svc-vmm', key: 'pids.max', value: '64', field: 'services[0].limits["pids.max"]' }],
+      skipped: [expect.stringMatching(/^cgroup.limits\["memory.max"\]: /)],
+    });
+  });
+
+  it('orders the launches (the vmm last) and lists every setup operation once', () => {
+    const config = vmConfig(vm, [SLEEPER, service({ name: 'virtiofsd', argv: ['/bin/true'], caps: ['net_bind_service'] })]);
+    const r = planSandbox(config, host);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.plan.services.map((s) => s.name)).toEqual(['virtiofsd', 'vmm']);
+    expect(spawnFields(r.plan.services[0]!)).toContain('cap=10');
+    const ops = setupOperations(r.plan);
+    expect(ops[0]).toBe(`cgroup mkdir ${r.plan.cgroup.init}`);
+    expect(ops.filter((l) => l.startsWith('spawn ')).map((l) => l.split(' ')[1])).toEqual(['virtiofsd', 'vmm']);
+    expect(ops.filter((l) => l.startsWith('mount '))).toHaveLength(r.plan.mounts.length);
+  });
+});
