@@ -49,7 +49,7 @@ export async function demoMain(argv: string[]): Promise<number> {
  * examples/vm/make-config.mjs into a temporary file. Null (the stand-in runs) otherwise, said why.
  */
 async function qemuDemoConfig(): Promise<{ path: string; dir: string } | null> {
-  const { examplesDir } = await import('./s6.js');
+  const { examplesDir } = await import('../s6/scan.js');
   const mod = (await import(pathToFileURL(join(examplesDir, 'vm', 'make-config.mjs')).href)) as {
     QEMU: string;
     VIRTIOFSD: string;
@@ -76,7 +76,7 @@ async function qemuDemoConfig(): Promise<{ path: string; dir: string } | null> {
 }
 
 async function realDemoUnavailable(config: VmConfig): Promise<string | null> {
-  const { s6Unavailable } = await import('./s6.js');
+  const { s6Unavailable } = await import('../s6/scan.js');
   const s6 = s6Unavailable();
   if (s6) return s6;
   const { nativeBuildDir } = await import('../effects/linux/native.js');
@@ -213,8 +213,8 @@ async function realDemo(config: VmConfig, configPath: string): Promise<number> {
 }
 
 async function realDemoLocked(config: VmConfig, configPath: string): Promise<number> {
-  const { Scan, writeServiceDir, examplesDir } = await import('./s6.js');
-  const { stopBoundMs } = await import('./run.js');
+  const { Scan, writeServiceDir, examplesDir } = await import('../s6/scan.js');
+  const { stopBoundMs } = await import('../s6/run.js');
   const { cgroupRoot, vmCgroupDir } = await import('../effects/linux/cgroup.js');
   const vmm = vmmOf(config);
   const standIn = join(config.storage, STAND_IN);

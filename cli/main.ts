@@ -17,10 +17,10 @@ usage:
                                          invalid, or 3 early failures in a row: a crash loop)
   vmsandbox check CONFIG [--json]        validate a config file
   vmsandbox schema                       print the config's JSON Schema
-  vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--config FILE] [--engine lean|xstate]
-                                         simulate seeds N..N+M-1 with fault injection, check invariants
-                                         (lean engine by default; failures and every 100th seed re-run on XState)
-  vmsandbox sim --seed N --trace         print one seed's full state/event trace on XState (replay a failure)
+  vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--config FILE]
+                                         simulate seeds N..N+M-1 with fault injection, check invariants;
+                                         J worker threads (default: one per core); counts per outcome
+  vmsandbox sim --seed N --trace         print one seed's full state/event trace (replay a failure)
   vmsandbox graph [--format mermaid|dot|json|svg]
                                          print the sandbox state machine
   vmsandbox inspect [--listen HOST:PORT] [--runtime-root DIR ...] [--replay FILE]
@@ -38,13 +38,13 @@ type Command = (argv: string[]) => Promise<number>;
 
 const commands: Record<string, () => Promise<Command>> = {
   demo: async () => (await import('./demo.js')).demoMain,
-  run: async () => (await import('./run.js')).runMain,
-  finish: async () => (await import('./finish.js')).finishMain,
+  run: async () => (await import('../s6/run.js')).runMain,
+  finish: async () => (await import('../s6/finish.js')).finishMain,
   check: async () => (await import('./check.js')).checkMain,
   schema: async () => (await import('./schema.js')).schemaMain,
   sim: async () => (await import('./sim.js')).simMain,
   graph: async () => (await import('./graph.js')).graphMain,
-  inspect: async () => (await import('./inspect.js')).inspectMain,
+  inspect: async () => (await import('../visualizer/inspect.js')).inspectMain,
 };
 
 export async function main(argv: string[]): Promise<number> {

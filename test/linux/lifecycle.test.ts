@@ -8,25 +8,12 @@ import { createLinuxBackend } from '../../effects/linux/backend.js';
 import { memoryJournal } from '../../effects/owner.js';
 import { INIT_LEAF, listProcs, serviceLeaf } from '../../effects/linux/cgroup.js';
 import { nativeBuildDir } from '../../effects/linux/native.js';
-import {
-  cgroupParentDir,
-  ensureNative,
-  forceCleanup,
-  leftovers,
-  newTestVm,
-  pidsInOtherNamespaces,
-  removeTestParents,
-  repoRoot,
-  service,
-  skipReason,
-  SLEEPER,
-  start,
-  stop,
-  SYSTEM_READ,
-  trackNamespace,
-  vmConfig,
-  type TestVm,
-} from './helpers.js';
+import { start, stop } from './helpers/inprocess.js';
+import { forceCleanup, leftovers, pidsInOtherNamespaces, removeTestParents, trackNamespace } from './helpers/leftovers.js';
+import { ensureNative } from './helpers/native.js';
+import { cgroupParentDir, repoRoot } from './helpers/paths.js';
+import { skipReason } from './helpers/skip.js';
+import { newTestVm, service, SLEEPER, SYSTEM_READ, vmConfig, type TestVm } from './helpers/vm.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/lifecycle skipped: ${skip}`);
@@ -236,7 +223,9 @@ describe('linux backend: lifecycle', () => {
     const run = start(vmConfig(vm, [SLEEPER], { landlock: { minAbi: 99, allowDegraded: false } }), vm);
     const out = await run.done;
     expect(out.outcome).toBe('setupFailed');
-    expect(out.errors.join('\n')).toMatch(/landlock: Landlock \(landlock\.minAbi\): ENOTSUP \(operation not supported\): the kernel offers Landlock ABI \d+, the config needs 99.*allowDegraded/);
+    // Refused by the plan before anything was created, with check's words (plan/landlock.ts).
+    expect(run.run.refused).not.toBeNull();
+    expect(out.errors.join('\n')).toMatch(/^landlock\.minAbi: the kernel offers Landlock ABI \d+, the config needs 99.*allowDegraded/);
     expect(leftovers(vm)).toEqual([]);
     forceCleanup(vm);
 
@@ -264,7 +253,8 @@ describe('linux backend: lifecycle', () => {
     } else {
       const out = await run.done;
       expect(out.outcome).toBe('setupFailed');
-      expect(out.errors.join('\n')).toMatch(/limit memory\.max \(cgroup\.limits\["memory\.max"\]\): ENOTSUP \(operation not supported\): it needs the memory controller.*limitsOptional/);
+      expect(run.run.refused).not.toBeNull();
+      expect(out.errors.join('\n')).toMatch(/^cgroup\.limits\["memory\.max"\]: the memory controller is not available.*limitsOptional/);
     }
     expect(leftovers(vm)).toEqual([]);
     forceCleanup(vm);
@@ -286,25 +276,26 @@ describe('linux backend: lifecycle', () => {
     expect(leftovers(vm)).toEqual([]);
   });
 
-  it.skipIf(skip)('handleSignals turns the manager\'s SIGTERM into STOP_REQUESTED, the second one forced', async () => {
+  it.skipIf(skip)('the runner turns the manager\'s SIGTERM into a stop request, a second one forces it, and it lets go of its handlers', async () => {
     vm = newTestVm();
-    const backend = createLinuxBackend(vmConfig(vm, [SLEEPER]), { handleSignals: true });
-    const seen: unknown[] = [];
-    const sub = backend.events$.subscribe((e) => seen.push(e));
-    try {
-      process.kill(process.pid, 'SIGTERM');
-      await until(() => seen.length === 1, 2000);
-      process.kill(process.pid, 'SIGTERM');
-      await until(() => seen.length === 2, 2000);
-      expect(seen).toEqual([
-        { type: 'STOP_REQUESTED', signal: 'SIGTERM', force: false },
-        { type: 'STOP_REQUESTED', signal: 'SIGTERM', force: true },
-      ]);
-    } finally {
-      sub.unsubscribe();
-      backend.dispose();
-    }
-    expect(process.listenerCount('SIGTERM')).toBe(0);
+    // A vmm that ignores its stop signal: only the second SIGTERM (forced) ends the run before stopMs.
+    const stubborn = service({ name: 'vmm', argv: ['/bin/sh', '-c', 'trap "" TERM; while :; do sleep 1; done'], vmm: true });
+    const config = vmConfig(vm, [stubborn], { timeouts: { setupMs: 10_000, stopMs: 30_000, killMs: 2_000 } });
+    const before = process.listenerCount('SIGTERM');
+    const run = start(config, vm, { hooks: { processSignals: true } });
+    await run.waitFor('running');
+    expect(process.listenerCount('SIGTERM')).toBe(before + 1);
+    process.kill(process.pid, 'SIGTERM');
+    await run.waitFor('gracefulStop');
+    process.kill(process.pid, 'SIGTERM');
+    const out = await run.done;
+    expect(run.events.filter((e) => e.type === 'STOP_REQUESTED')).toEqual([
+      { type: 'STOP_REQUESTED', signal: 'SIGTERM', force: false },
+      { type: 'STOP_REQUESTED', signal: 'SIGTERM', force: true },
+    ]);
+    expect(out.outcome).toBe('forced');
+    expect(process.listenerCount('SIGTERM')).toBe(before);
+    expect(leftovers(vm)).toEqual([]);
   });
 
   it.skipIf(skip)('when the manager is SIGKILLed the init and its services die, and a fresh backend on its journal cleans up (finish)', async () => {
@@ -330,7 +321,7 @@ describe('linux backend: lifecycle', () => {
        const r = f.vms_clone_init([${JSON.stringify(join(nativeBuildDir(), 'vmsandbox-init'))}, b,
          f.vms_open_dir_path([${JSON.stringify(dir)}]), f.vms_open_dir_path([${JSON.stringify(join(dir, 'init'))}])]);
        if (r < 0) { console.error('clone failed', r); process.exit(1); }
-       writeSync(a, 'spawn 1 name=vmm leaf=svc-vmm uid=62001 gid=62001 landlock=0 arg=/bin/sleep arg=1000\\n');
+       writeSync(a, 'spawn 1 name=vmm leaf=svc-vmm uid=62001 gid=62001 arg=/bin/sleep arg=1000\\n');
        const buf = Buffer.alloc(4096); let got = '';
        while (!/^ok 1/m.test(got)) { const n = readSync(a, buf); if (n <= 0) process.exit(2); got += buf.toString('latin1', 0, n); }
        console.log('READY ' + (r % 2 ** 32));

@@ -7,13 +7,14 @@ import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync,
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../config/load.js';
-import { Scan, s6Unavailable, writeServiceDir } from '../../cli/s6.js';
-import { stopBoundMs } from '../../cli/run.js';
+import { Scan, s6Unavailable, writeServiceDir } from '../../s6/scan.js';
+import { stopBoundMs } from '../../s6/run.js';
 import { failuresPath } from '../../effects/linux/owner.js';
-import {
-  CGROUP_PARENT, cgroupParentDir, ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason,
-  SYSTEM_READ, trackNamespace, type TestVm,
-} from '../linux/helpers.js';
+import { forceCleanup, leftovers, removeTestParents, trackNamespace } from '../linux/helpers/leftovers.js';
+import { ensureNative } from '../linux/helpers/native.js';
+import { CGROUP_PARENT, cgroupParentDir, repoRoot } from '../linux/helpers/paths.js';
+import { skipReason } from '../linux/helpers/skip.js';
+import { newTestVm, SYSTEM_READ, type TestVm } from '../linux/helpers/vm.js';
 // @ts-expect-error plain JavaScript module without types
 import { QEMU, VIRTIOFSD, makeVmConfig } from '../../examples/vm/make-config.mjs';
 

@@ -7,22 +7,19 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createActor, toPromise } from 'xstate';
 import { ConfigError, loadConfig } from '../config/load.js';
 import { readyOf, vmmOf, type VmConfig } from '../config/types.js';
 import { claimRuntimeDir } from '../effects/linux/backend.js';
 import { createLinuxBackend } from '../effects/linux/index.js';
 import { linuxOwnership } from '../effects/linux/owner.js';
 import { claimVm, describeHolder, describeJournal, journalIsEmpty, phaseOf, type Claim, type Phase, type VmLock } from '../effects/owner.js';
-import type { KernelEvent } from '../effects/port.js';
-import { bindEffects } from '../machines/bindBackend.js';
-import { transitionInspector } from '../machines/observe.js';
 import { EXIT_CODES } from '../machines/outcome.js';
-import { CLEANUP_MS, stopBoundMs, stopByFrom, WATCHDOG_SLACK_MS, type SandboxOutput } from '../machines/sandbox.js';
+import { runSandbox } from '../machines/runner.js';
+import { CLEANUP_MS, stopBoundMs, stopByFrom } from '../machines/sandbox.js';
 import { removeLeftovers } from './leftovers.js';
-import { createLogger, logTransition, type Logger } from './log.js';
+import { createLogger, logTransition, type Logger } from '../cli/log.js';
 import { describeReady, waitReady } from './ready.js';
-import { publishStatus } from './status.js';
+import { publishStatus } from '../visualizer/statusSocket.js';
 import { SupervisorError, watchSupervisor } from './supervisor.js';
 
 /**
@@ -94,8 +91,8 @@ export async function runMain(argv: string[]): Promise<number> {
     return EXIT_CODES.setupFailed;
   }
   // Refuse, before creating anything, what `vmsandbox check` would refuse (cli/preflight.ts).
-  const refused = await (await import('./preflight.js')).preflight(config, log);
-  if (refused !== null) return refused;
+  const plan = await (await import('./preflight.js')).preflight(config, log);
+  if (typeof plan === 'number') return plan;
 
   // ---- one owner per VM: take its lock before touching anything ----
   const lock = await takeVm(config, log);
@@ -114,66 +111,19 @@ export async function runMain(argv: string[]): Promise<number> {
   // PR_SET_PDEATHSIG first (in createLinuxBackend), then the pidfd: a parent that dies in between
   // is caught by the pidfd check, one that dies after by the signal.
   const backend = createLinuxBackend(config, {
-    handleSignals: true,
+    plan,
     parentDeathSignal: PARENT_DEATH_SIGNAL,
     log: (msg) => log.warn({ detail: msg }, msg),
     journal: lock,
   });
-  let errors = 0;
-  let phase: Phase = 'starting';
-  const actor = createActor(bindEffects(backend.effects), {
-    input: { config },
-    inspect: transitionInspector((r) => {
-      // The lock's record says where the owner is (a new manager waits for one that is stopping),
-      // updated before the log says so.
-      const now = phaseOf(r.state, phase);
-      if (now !== phase) {
-        phase = now;
-        lock.update({ phase, stopBy: phase === 'stopping' ? stopByFrom(Date.now(), config) : null });
-      }
-      logTransition(log, r, errors);
-      status.record(r);
-      errors = r.errors;
-    }),
-  });
 
-  let watchdog: NodeJS.Timeout | null = null;
-  const startWatchdog = () => {
-    if (watchdog) return;
-    const bound = stopBoundMs(config) + WATCHDOG_SLACK_MS;
-    watchdog = setTimeout(() => {
-      log.error({ boundMs: bound, exitCode: EXIT_CODES.teardownFailed }, `teardown did not end within ${bound} ms: exiting; \`vmsandbox finish\` removes what is left`);
-      process.exit(EXIT_CODES.teardownFailed);
-    }, bound);
-    watchdog.unref();
-  };
-  let parentDied = false;
-  const deliver = (ev: KernelEvent) => {
-    if (ev.type === 'PARENT_DIED') {
-      if (parentDied) return;
-      parentDied = true;
-    }
-    if (ev.type === 'STOP_REQUESTED' || ev.type === 'PARENT_DIED') {
-      log.info({ event: ev }, `received ${ev.type}${ev.type === 'STOP_REQUESTED' ? ` (${ev.signal}${ev.force ? ', forced' : ''})` : ''}`);
-      startWatchdog();
-    }
-    status.event(ev);
-    actor.send(ev);
-  };
-  const sub = backend.events$.subscribe(deliver);
-
+  // Before the machine starts: a supervisor that cannot be watched is a config error (exit 100).
+  const deaths: Array<(why: string) => void> = [];
   let supervisor;
   try {
-    supervisor = watchSupervisor({
-      pid: supervisorArg,
-      onDeath: (why) => {
-        log.warn({ supervisor: why }, why);
-        deliver({ type: 'PARENT_DIED' });
-      },
-    });
+    supervisor = watchSupervisor({ pid: supervisorArg, onDeath: (why) => deaths.forEach((d) => d(why)) });
   } catch (e) {
     if (!(e instanceof SupervisorError)) throw e;
-    sub.unsubscribe();
     await status.close();
     await backend.effects.cleanup({ config }, AbortSignal.timeout(CLEANUP_MS)).catch((c: Error) => log.warn({ detail: c.message }, c.message));
     backend.dispose();
@@ -190,32 +140,51 @@ export async function runMain(argv: string[]): Promise<number> {
   process.on('SIGHUP', onHup);
   process.on('SIGCONT', onCont);
 
-  // Readiness: once the machine is running, probe the vmm's condition; while it holds, tell s6.
-  const readyProbe = new AbortController();
-  let probing = false;
+  let errors = 0;
+  let phase: Phase = 'starting';
   const ready = readyOf(vmmOf(config));
-  const snapSub = actor.subscribe((snap) => {
-    if (!probing && snap.matches('running')) {
-      probing = true;
-      void waitReady(ready, readyProbe.signal).then((ok) => {
-        if (!ok || !actor.getSnapshot().matches('running')) return;
+  const run = runSandbox(backend, config, {
+    processSignals: true,
+    onRecord: (r) => {
+      // The lock's record says where the owner is (a new manager waits for one that is stopping),
+      // updated before the log says so.
+      const now = phaseOf(r.state, phase);
+      if (now !== phase) {
+        phase = now;
+        lock.update({ phase, stopBy: phase === 'stopping' ? stopByFrom(Date.now(), config) : null });
+      }
+      logTransition(log, r, errors);
+      status.record(r);
+      errors = r.errors;
+    },
+    onEvent: (ev) => {
+      if (ev.type === 'STOP_REQUESTED' || ev.type === 'PARENT_DIED') {
+        log.info({ event: ev }, `received ${ev.type}${ev.type === 'STOP_REQUESTED' ? ` (${ev.signal}${ev.force ? ', forced' : ''})` : ''}`);
+      }
+      status.event(ev);
+    },
+    // Readiness: once the machine is running, probe the vmm's condition; while it holds, tell s6.
+    ready: {
+      probe: (signal) => waitReady(ready, signal),
+      onReady: () => {
         signalReady(log, notifyFd, ready, Date.now() - started);
         notifyFd = null;
-      });
-    } else if (probing && !snap.matches('running')) {
-      readyProbe.abort();
-    }
+      },
+    },
+    onWatchdog: (bound) => {
+      log.error({ boundMs: bound, exitCode: EXIT_CODES.teardownFailed }, `teardown did not end within ${bound} ms: exiting; \`vmsandbox finish\` removes what is left`);
+      process.exit(EXIT_CODES.teardownFailed);
+    },
+  });
+  deaths.push((why) => {
+    log.warn({ supervisor: why }, why);
+    run.deliver({ type: 'PARENT_DIED' });
   });
 
-  actor.start();
-  const output = (await toPromise(actor)) as SandboxOutput;
+  const output = await run.done;
   await status.close();
-  readyProbe.abort();
-  snapSub.unsubscribe();
-  sub.unsubscribe();
   supervisor.stop();
   backend.dispose();
-  if (watchdog) clearTimeout(watchdog);
   process.off('SIGHUP', onHup);
   process.off('SIGCONT', onCont);
   if (notifyFd !== null) closeSync(notifyFd);

@@ -25,7 +25,7 @@ import { failuresPath, linuxOwnership } from '../effects/linux/owner.js';
 import { describeHolder, memoryJournal, UPTIME_JUDGED_EXITS, type Claim, type JournalStore, type OwnerRecord } from '../effects/owner.js';
 import { EXIT_CODES, FINISH_REFUSED } from '../machines/outcome.js';
 import { removeLeftovers, type Removal } from './leftovers.js';
-import { createLogger } from './log.js';
+import { createLogger } from '../cli/log.js';
 
 export { FINISH_REFUSED };
 

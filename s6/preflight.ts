@@ -3,25 +3,31 @@
 // (linuxHostCheck, effects/linux/hostCheck.ts), and refuses where check would have: exit 111, one
 // error record whose `problems` are check's FAIL lines (field path, what is wrong, the fix).
 // Warnings never refuse. Nothing here creates anything: stat, read, the Landlock ABI probe.
+// What passes is planned from the facts the check saw (plan/index.ts): the plan `run` executes
+// is the one `check` judged.
 
 import type { VmConfig } from '../config/types.js';
 import { linuxHostCheck, type HostReport } from '../effects/linux/hostCheck.js';
 import { EXIT_CODES } from '../machines/outcome.js';
-import type { Logger } from './log.js';
+import { mustPlan, type SandboxPlan } from '../plan/index.js';
+import type { Logger } from '../cli/log.js';
 
 /** The host check to run; tests may pass another. */
 export type PreflightCheck = (config: VmConfig) => Promise<HostReport>;
 
 /**
  * Run the host check; log and return the exit code to refuse with (111, setupFailed) if any item
- * failed, or null to go on. `problems` are `<field path or host item>: <message>`, as check prints
- * them after `FAIL:`.
+ * failed, or the plan to execute. `problems` are `<field path or host item>: <message>`, as check
+ * prints them after `FAIL:`.
  */
-export async function preflight(config: VmConfig, log: Logger, check: PreflightCheck = (c) => linuxHostCheck(c)): Promise<number | null> {
+export async function preflight(config: VmConfig, log: Logger, check: PreflightCheck = (c) => linuxHostCheck(c)): Promise<number | SandboxPlan> {
   const started = performance.now();
   const report = await check(config);
   const problems = report.items.filter((x) => x.level === 'fail').map((x) => `${x.item}: ${x.message}`);
-  if (problems.length === 0) return null;
+  if (problems.length === 0) {
+    // Every refusal of the plan is a failed item of the check: this plans without one.
+    return mustPlan(config, { landlockAbi: report.facts.landlockAbi ?? 0, cgroupControllers: report.facts.cgroupControllers });
+  }
   const exitCode = EXIT_CODES.setupFailed;
   log.error(
     { problems, exitCode, outcome: 'setupFailed', preflightMs: Math.round((performance.now() - started) * 10) / 10 },
