@@ -44,7 +44,7 @@ export type Phase = 'starting' | 'running' | 'stopping' | 'ended' | 'finish';
  */
 export function phaseOf(state: string, current: Phase): Phase {
   if (state === 'running') return 'running';
-  return state.startsWith('gracefulStop') || state.startsWith('timeoutKill') || state.startsWith('cleanup') ? 'stopping' : current;
+  return state.startsWith('gracefulStop') || state.startsWith('teardown') ? 'stopping' : current;
 }
 
 /** What the holder of a VM's lock says about itself (readable by anyone who fails to take it). */

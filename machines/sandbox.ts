@@ -2,12 +2,13 @@
 //
 // Setup:    setupNamespaces → mount → landlock → cgroup → launch (one service at a time)
 // Life:     running
-// Teardown: gracefulStop (vmm: requesting ⇄ waiting, then services) → timeoutKill → cleanup → stopped | failed
+// Teardown: gracefulStop (vmm: requesting ⇄ waiting, then services) → teardown (kill → cleanup) → stopped | failed;
+//           gracefulStop → teardown after stopMs is the timeout-kill (the delay named timeoutKill).
 //
 // The machine holds data only. Every effect is an actor named after a port operation
 // (effects/port.ts) and supplied by a backend through provide() — see bindBackend.ts.
 // Every state honours a stop request, parent death and the init's death; every path reaches
-// cleanup, so a run never ends with something of the VM left behind.
+// teardown, so a run never ends with something of the VM left behind.
 
 import { and, assign, fromPromise, setup } from 'xstate';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
@@ -60,7 +61,6 @@ export interface SandboxContext {
   errors: string[];
   /** The reason for the most recent transition worth telling an operator. */
   reason: string | null;
-  stopRequested: boolean;
   /** Stop requests made to the vmm during the graceful stop (answered or failed; not one cut short). */
   stopRequests: number;
   teardownFailed: boolean;
@@ -120,7 +120,9 @@ export const sandboxMachine = setup({
   },
   delays: {
     setupDeadline: ({ context }) => context.config.timeouts.setupMs,
-    stopDeadline: ({ context }) => context.config.timeouts.stopMs,
+    // Named for what it ends in: the graceful stop's deadline is the timeout-kill, so the edge
+    // gracefulStop → teardown reads "after: timeoutKill" in the graph and in the log's event.
+    timeoutKill: ({ context }) => context.config.timeouts.stopMs,
     killDeadline: ({ context }) => context.config.timeouts.killMs,
     cleanupDeadline: CLEANUP_MS,
     stopRepeat: STOP_REPEAT_MS,
@@ -155,7 +157,6 @@ export const sandboxMachine = setup({
     recordStop: assign(({ context, event }) => {
       const how = event.type === 'STOP_REQUESTED' ? `${event.signal}${event.force ? ', forced' : ''}` : event.type;
       return {
-        stopRequested: true,
         outcome: context.outcome ?? (event.type === 'STOP_REQUESTED' && event.force ? 'forced' : 'stopped'),
         reason: `stop requested (${how})`,
       };
@@ -214,7 +215,6 @@ export const sandboxMachine = setup({
     outcome: null,
     errors: [],
     reason: null,
-    stopRequested: false,
     stopRequests: 0,
     teardownFailed: false,
   }),
@@ -225,22 +225,22 @@ export const sandboxMachine = setup({
       initial: 'setupNamespaces',
       after: {
         setupDeadline: {
-          target: 'timeoutKill',
+          target: 'teardown',
           actions: { type: 'fail', params: ({ context }) => ({ outcome: 'setupFailed', reason: `setup did not finish within ${context.config.timeouts.setupMs} ms` }) },
         },
       },
       on: {
         // A stop during setup aborts the step in flight; the VM never comes up, which is what was asked.
-        STOP_REQUESTED: { target: 'timeoutKill', actions: 'recordStop' },
-        PARENT_DIED: { target: 'timeoutKill', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died during setup' }) } },
+        STOP_REQUESTED: { target: 'teardown', actions: 'recordStop' },
+        PARENT_DIED: { target: 'teardown', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died during setup' }) } },
         INIT_EXITED: {
-          target: 'timeoutKill',
+          target: 'teardown',
           actions: { type: 'fail', params: ({ event }) => ({ outcome: 'initDied', reason: `sandbox init ${describeExitOf(event)} during setup` }) },
         },
         SERVICE_EXITED: [
           { guard: 'exitIgnored', actions: 'recordExit' },
           {
-            target: 'timeoutKill',
+            target: 'teardown',
             actions: [
               'recordExit',
               { type: 'fail', params: ({ event }) => ({ outcome: 'serviceCrashed', reason: event.type === 'SERVICE_EXITED' ? `${event.service} ${describeExit(event)} during setup` : 'service exited' }) },
@@ -256,7 +256,7 @@ export const sandboxMachine = setup({
             src: 'createNamespaces',
             input: ({ context }) => ({ config: context.config }),
             onDone: { target: 'mount', actions: assign({ initPid: ({ event }) => event.output.initPid }) },
-            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'setupNamespaces', setup: true } } },
+            onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'setupNamespaces', setup: true } } },
           },
         },
         mount: {
@@ -266,7 +266,7 @@ export const sandboxMachine = setup({
             src: 'mount',
             input: ({ context }) => ({ config: context.config }),
             onDone: 'landlock',
-            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'mount', setup: true } } },
+            onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'mount', setup: true } } },
           },
         },
         landlock: {
@@ -276,7 +276,7 @@ export const sandboxMachine = setup({
             src: 'prepareLandlock',
             input: ({ context }) => ({ config: context.config }),
             onDone: { target: 'cgroup', actions: assign({ landlock: ({ event }) => event.output }) },
-            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'landlock', setup: true } } },
+            onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'landlock', setup: true } } },
           },
         },
         cgroup: {
@@ -286,7 +286,7 @@ export const sandboxMachine = setup({
             src: 'createCgroups',
             input: ({ context }) => ({ config: context.config }),
             onDone: 'launch',
-            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'cgroup', setup: true } } },
+            onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'cgroup', setup: true } } },
           },
         },
         launch: {
@@ -306,7 +306,7 @@ export const sandboxMachine = setup({
                 reason: `launched ${event.output.service} (pid ${event.output.pid})`,
               })),
             },
-            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'launch', setup: true } } },
+            onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'launch', setup: true } } },
           },
         },
         launched: {
@@ -318,7 +318,7 @@ export const sandboxMachine = setup({
       description: 'The VM runs; the vmm exiting ends it.',
       on: {
         STOP_REQUESTED: [
-          { guard: 'forced', target: 'timeoutKill', actions: 'recordStop' },
+          { guard: 'forced', target: 'teardown', actions: 'recordStop' },
           { target: 'gracefulStop', actions: 'recordStop' },
         ],
         SERVICE_EXITED: [
@@ -348,18 +348,19 @@ export const sandboxMachine = setup({
           },
         ],
         INIT_EXITED: {
-          target: 'timeoutKill',
+          target: 'teardown',
           actions: { type: 'fail', params: ({ event }) => ({ outcome: 'initDied', reason: `sandbox init ${describeExitOf(event)}` }) },
         },
-        PARENT_DIED: { target: 'timeoutKill', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died' }) } },
+        PARENT_DIED: { target: 'teardown', actions: { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died' }) } },
       },
     },
     gracefulStop: {
       description: 'Ask the vmm to stop (a request to the guest again every second), then SIGTERM the others; bounded by timeouts.stopMs.',
       initial: 'vmm',
       after: {
-        stopDeadline: {
-          target: 'timeoutKill',
+        timeoutKill: {
+          target: 'teardown',
+          description: 'timeout-kill: the graceful stop missed timeouts.stopMs; kill what is left',
           actions: [
             'recordForced',
             assign({ reason: ({ context }) => `graceful stop did not finish within ${context.config.timeouts.stopMs} ms` }),
@@ -367,14 +368,14 @@ export const sandboxMachine = setup({
         },
       },
       on: {
-        STOP_REQUESTED: { target: 'timeoutKill', actions: ['recordForced', assign({ reason: 'second stop request: forcing' })] },
+        STOP_REQUESTED: { target: 'teardown', actions: ['recordForced', assign({ reason: 'second stop request: forcing' })] },
         // The stop was already under way: it ends forced (a crash stays a crash), with the reason noted.
         PARENT_DIED: {
-          target: 'timeoutKill',
+          target: 'teardown',
           actions: ['recordForced', { type: 'fail', params: () => ({ outcome: 'parentDied', reason: 'supervisor died during graceful stop' }) }],
         },
         INIT_EXITED: {
-          target: 'timeoutKill',
+          target: 'teardown',
           actions: { type: 'fail', params: ({ event }) => ({ outcome: 'initDied', reason: `sandbox init ${describeExitOf(event)} during graceful stop` }) },
         },
         SERVICE_EXITED: { actions: 'recordExit' },
@@ -398,7 +399,7 @@ export const sandboxMachine = setup({
                   // The first request failing means the stop cannot be asked for at all: force it.
                   {
                     guard: 'firstStopRequest',
-                    target: '#vmsandbox.timeoutKill',
+                    target: '#vmsandbox.teardown',
                     actions: ['countStopRequest', 'recordForced', { type: 'effectFailed', params: { step: 'requestStop', setup: false } }],
                   },
                   // A repeat failing most likely raced the vmm's exit: keep waiting (stopMs still bounds it).
@@ -416,56 +417,61 @@ export const sandboxMachine = setup({
             id: 'terminateServices',
             src: 'terminateServices',
             input: ({ context }) => ({ config: context.config }),
-            onDone: '#vmsandbox.timeoutKill',
-            onError: { target: '#vmsandbox.timeoutKill', actions: { type: 'effectFailed', params: { step: 'terminateServices', setup: false } } },
+            onDone: '#vmsandbox.teardown',
+            onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'terminateServices', setup: false } } },
           },
         },
       },
     },
-    timeoutKill: {
-      description: 'cgroup.kill + SIGKILL the init, wait until empty; bounded by timeouts.killMs.',
-      invoke: {
-        id: 'killAll',
-        src: 'killAll',
-        input: ({ context }) => ({ config: context.config }),
-        onDone: { target: 'cleanup', actions: assign({ pids: {} }) },
-        onError: { target: 'cleanup', actions: [{ type: 'effectFailed', params: { step: 'killAll', setup: false } }, assign({ teardownFailed: true })] },
+    teardown: {
+      description: 'Kill what is left, then remove what the VM created; every run ends here.',
+      initial: 'kill',
+      on: {
+        // Both steps are bounded already: a request is noted, the teardown goes on.
+        STOP_REQUESTED: { actions: assign({ reason: 'stop requested again: already stopping' }) },
+        PARENT_DIED: { actions: assign({ reason: 'supervisor died: already stopping' }) },
       },
-      after: {
-        killDeadline: {
-          target: 'cleanup',
-          actions: [
-            {
-              type: 'teardownProblem',
-              params: ({ context }) => ({ reason: `killAll did not finish within ${context.config.timeouts.killMs} ms` }),
+      states: {
+        kill: {
+          description: 'cgroup.kill + SIGKILL the init, wait until empty; bounded by timeouts.killMs.',
+          invoke: {
+            id: 'killAll',
+            src: 'killAll',
+            input: ({ context }) => ({ config: context.config }),
+            onDone: { target: 'cleanup', actions: assign({ pids: {} }) },
+            onError: { target: 'cleanup', actions: [{ type: 'effectFailed', params: { step: 'killAll', setup: false } }, assign({ teardownFailed: true })] },
+          },
+          after: {
+            killDeadline: {
+              target: 'cleanup',
+              actions: [
+                {
+                  type: 'teardownProblem',
+                  params: ({ context }) => ({ reason: `killAll did not finish within ${context.config.timeouts.killMs} ms` }),
+                },
+              ],
             },
-          ],
+          },
+          on: {
+            SERVICE_EXITED: { actions: 'recordExit' },
+          },
         },
-      },
-      on: {
-        STOP_REQUESTED: { actions: assign({ reason: 'stop requested again: already stopping' }) },
-        PARENT_DIED: { actions: assign({ reason: 'supervisor died: already stopping' }) },
-        SERVICE_EXITED: { actions: 'recordExit' },
-      },
-    },
-    cleanup: {
-      description: 'Remove the cgroups and the runtime directory.',
-      invoke: {
-        id: 'cleanup',
-        src: 'cleanup',
-        input: ({ context }) => ({ config: context.config }),
-        onDone: 'done',
-        onError: { target: 'done', actions: [{ type: 'effectFailed', params: { step: 'cleanup', setup: false } }, assign({ teardownFailed: true })] },
-      },
-      after: {
-        cleanupDeadline: {
-          target: 'done',
-          actions: { type: 'teardownProblem', params: { reason: `cleanup did not finish within ${CLEANUP_MS} ms` } },
+        cleanup: {
+          description: 'Remove the cgroups and the runtime directory.',
+          invoke: {
+            id: 'cleanup',
+            src: 'cleanup',
+            input: ({ context }) => ({ config: context.config }),
+            onDone: '#vmsandbox.done',
+            onError: { target: '#vmsandbox.done', actions: [{ type: 'effectFailed', params: { step: 'cleanup', setup: false } }, assign({ teardownFailed: true })] },
+          },
+          after: {
+            cleanupDeadline: {
+              target: '#vmsandbox.done',
+              actions: { type: 'teardownProblem', params: { reason: `cleanup did not finish within ${CLEANUP_MS} ms` } },
+            },
+          },
         },
-      },
-      on: {
-        STOP_REQUESTED: { actions: assign({ reason: 'stop requested again: already stopping' }) },
-        PARENT_DIED: { actions: assign({ reason: 'supervisor died: already stopping' }) },
       },
     },
     done: {

@@ -74,14 +74,14 @@ describe('sandbox machine (pure)', () => {
 
   it('stops gracefully: vmm first, then the others, then kill and cleanup; exit 0', () => {
     const { snap, states } = run([...SETUP, STOP, exited('vmm'), done('terminateServices'), done('killAll'), done('cleanup')]);
-    expect(states.slice(-5)).toEqual(['gracefulStop.vmm.requesting', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped']);
+    expect(states.slice(-5)).toEqual(['gracefulStop.vmm.requesting', 'gracefulStop.services', 'teardown.kill', 'teardown.cleanup', 'stopped']);
     expect(snap.status).toBe('done');
     expect(snap.output).toMatchObject({ outcome: 'stopped', exitCode: EXIT_CODES.stopped, errors: [] });
   });
 
   it('forces the stop when the vmm misses stopMs; exit 2, final state stopped', () => {
-    const { snap, states } = run([...SETUP, STOP, after('stopDeadline', 'gracefulStop'), done('killAll'), done('cleanup')]);
-    expect(states.slice(-4)).toEqual(['gracefulStop.vmm.requesting', 'timeoutKill', 'cleanup', 'stopped']);
+    const { snap, states } = run([...SETUP, STOP, after('timeoutKill', 'gracefulStop'), done('killAll'), done('cleanup')]);
+    expect(states.slice(-4)).toEqual(['gracefulStop.vmm.requesting', 'teardown.kill', 'teardown.cleanup', 'stopped']);
     expect(snap.output).toMatchObject({ outcome: 'forced', exitCode: EXIT_CODES.forced, errors: [] });
     expect(snap.context.reason).toBe('graceful stop did not finish within 10000 ms');
   });
@@ -116,14 +116,14 @@ describe('sandbox machine (pure)', () => {
     it('a failed repeat is in the reason; the deadline still forces', () => {
       const { snap } = run([done('requestStop'), REPEAT, error('requestStop', 'ECONNRESET: QMP closed')], start(qmpConfig));
       expect(snap.context.reason).toMatch(/^stop request 2 failed \(qmp\): .*ECONNRESET: QMP closed.*not forcing/);
-      const [end] = transition(sandboxMachine, snap, after('stopDeadline', 'gracefulStop'));
-      expect(stateString(end.value)).toBe('timeoutKill');
+      const [end] = transition(sandboxMachine, snap, after('timeoutKill', 'gracefulStop'));
+      expect(stateString(end.value)).toBe('teardown.kill');
       expect(end.context.outcome).toBe('forced');
     });
 
     it('the first request failing still forces at once, as before', () => {
       const { snap, states } = run([error('requestStop', 'ECONNRESET: QMP closed')], start(qmpConfig));
-      expect(states.at(-1)).toBe('timeoutKill');
+      expect(states.at(-1)).toBe('teardown.kill');
       expect(snap.context.outcome).toBe('forced');
       expect(snap.context.errors).toEqual(['requestStop failed: ECONNRESET: QMP closed']);
       expect(snap.context.stopRequests).toBe(1);
@@ -140,18 +140,18 @@ describe('sandbox machine (pure)', () => {
 
   it('a second stop request during the graceful stop forces it', () => {
     const { snap, states } = run([...SETUP, STOP, STOP]);
-    expect(states.at(-1)).toBe('timeoutKill');
+    expect(states.at(-1)).toBe('teardown.kill');
     expect(snap.context.outcome).toBe('forced');
   });
 
   it('a forced stop (SIGINT / second SIGTERM) in running skips the graceful stop', () => {
     const { states } = run([...SETUP, { type: 'STOP_REQUESTED', signal: 'SIGINT', force: true }]);
-    expect(states.at(-1)).toBe('timeoutKill');
+    expect(states.at(-1)).toBe('teardown.kill');
   });
 
   it('parent death during a graceful stop forces it; the reason is kept', () => {
     const { snap, states } = run([...SETUP, STOP, PARENT, done('killAll'), done('cleanup')]);
-    expect(states.slice(-3)).toEqual(['timeoutKill', 'cleanup', 'stopped']);
+    expect(states.slice(-3)).toEqual(['teardown.kill', 'teardown.cleanup', 'stopped']);
     expect(snap.output).toMatchObject({ outcome: 'forced', exitCode: EXIT_CODES.forced, errors: ['supervisor died during graceful stop'] });
   });
 
@@ -159,7 +159,7 @@ describe('sandbox machine (pure)', () => {
     const upTo = SETUP.slice(0, ['setupNamespaces', 'mount', 'landlock', 'cgroup', 'launch'].indexOf(state));
     const { snap, states } = run([...upTo, STOP, done('killAll'), done('cleanup')]);
     expect(states.at(-4)).toBe(`setup.${state}`);
-    expect(states.slice(-3)).toEqual(['timeoutKill', 'cleanup', 'stopped']);
+    expect(states.slice(-3)).toEqual(['teardown.kill', 'teardown.cleanup', 'stopped']);
     expect(snap.output).toMatchObject({ outcome: 'stopped', exitCode: 0 });
   });
 
@@ -168,7 +168,7 @@ describe('sandbox machine (pure)', () => {
     ['running', SETUP],
   ] as const)('parent death in %s forces teardown and ends failed (exit 6)', (_state, before) => {
     const { snap, states } = run([...before, PARENT, done('killAll'), done('cleanup')]);
-    expect(states.slice(-3)).toEqual(['timeoutKill', 'cleanup', 'failed']);
+    expect(states.slice(-3)).toEqual(['teardown.kill', 'teardown.cleanup', 'failed']);
     expect(snap.output).toMatchObject({ outcome: 'parentDied', exitCode: EXIT_CODES.parentDied });
     expect(snap.context.errors.at(-1)).toMatch(/supervisor died/);
   });
@@ -177,7 +177,7 @@ describe('sandbox machine (pure)', () => {
     'a failed %s still kills and cleans up, then fails with its reason (exit 111)',
     (op, index) => {
       const { snap, states } = run([...SETUP.slice(0, index), error(op, 'EPERM: nope'), done('killAll'), done('cleanup')]);
-      expect(states.slice(-3)).toEqual(['timeoutKill', 'cleanup', 'failed']);
+      expect(states.slice(-3)).toEqual(['teardown.kill', 'teardown.cleanup', 'failed']);
       expect(snap.output).toMatchObject({ outcome: 'setupFailed', exitCode: EXIT_CODES.setupFailed });
       expect(snap.context.errors[0]).toContain('EPERM: nope');
     },
@@ -185,13 +185,13 @@ describe('sandbox machine (pure)', () => {
 
   it('setup past setupMs is abandoned', () => {
     const { snap, states } = run([...SETUP.slice(0, 2), after('setupDeadline', 'setup')]);
-    expect(states.at(-1)).toBe('timeoutKill');
+    expect(states.at(-1)).toBe('teardown.kill');
     expect(snap.context.errors[0]).toMatch(/setup did not finish within 30000 ms/);
   });
 
   it('the vmm powering off by itself ends the VM with exit 3', () => {
     const { snap, states } = run([...SETUP, exited('vmm', 0), done('terminateServices'), done('killAll'), done('cleanup')]);
-    expect(states.slice(-4)).toEqual(['gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped']);
+    expect(states.slice(-4)).toEqual(['gracefulStop.services', 'teardown.kill', 'teardown.cleanup', 'stopped']);
     expect(snap.output).toMatchObject({ outcome: 'poweredOff', exitCode: EXIT_CODES.poweredOff });
   });
 
@@ -220,15 +220,47 @@ describe('sandbox machine (pure)', () => {
   });
 
   it('a teardown that cannot finish is reported, not hidden (exit 7)', () => {
-    const { snap } = run([...SETUP, STOP, exited('vmm'), done('terminateServices'), after('killDeadline', 'timeoutKill'), error('cleanup', 'EBUSY: rmdir')]);
+    const { snap } = run([...SETUP, STOP, exited('vmm'), done('terminateServices'), after('killDeadline', 'teardown.kill'), error('cleanup', 'EBUSY: rmdir')]);
     expect(snap.value).toBe('failed');
     expect(snap.output).toMatchObject({ teardownFailed: true, exitCode: EXIT_CODES.teardownFailed });
     expect(snap.context.errors).toEqual(['killAll did not finish within 2000 ms', 'cleanup failed: EBUSY: rmdir']);
   });
 
   it('requests during teardown are noted, not acted on twice', () => {
-    const { snap, states } = run([...SETUP, STOP, after('stopDeadline', 'gracefulStop'), STOP, PARENT]);
-    expect(states.slice(-3)).toEqual(['timeoutKill', 'timeoutKill', 'timeoutKill']);
+    const { snap, states } = run([...SETUP, STOP, after('timeoutKill', 'gracefulStop'), STOP, PARENT]);
+    expect(states.slice(-3)).toEqual(['teardown.kill', 'teardown.kill', 'teardown.kill']);
     expect(snap.context.reason).toBe('supervisor died: already stopping');
+  });
+
+  it('requests during teardown.cleanup are noted too; a service exit during teardown.kill is recorded', () => {
+    const killing = run([...SETUP, STOP, after('timeoutKill', 'gracefulStop'), exited('virtiofsd', null, 'SIGKILL')]);
+    expect(killing.states.at(-1)).toBe('teardown.kill');
+    expect(killing.snap.context.pids).toEqual({ gpu: 44, vmm: 45 });
+    const { snap, states } = run([done('killAll'), STOP, PARENT, done('cleanup')], killing.snap);
+    expect(states).toEqual(['teardown.kill', 'teardown.cleanup', 'teardown.cleanup', 'teardown.cleanup', 'stopped']);
+    expect(snap.output).toMatchObject({ outcome: 'forced', exitCode: EXIT_CODES.forced, errors: [] });
+  });
+
+  // The log names each state: a clean stop must not read as a timeout (nor as s6's timeout-kill).
+  it('a clean stop enters the teardown by the work finishing; only the graceful stop deadline is the timeout-kill', () => {
+    const entered: string[] = [];
+    let [snap] = initialTransition(sandboxMachine, { config });
+    for (const ev of [...SETUP, STOP, exited('vmm'), done('terminateServices'), done('killAll'), done('cleanup')]) {
+      const before = stateString(snap.value);
+      [snap] = transition(sandboxMachine, snap, ev);
+      if (!before.startsWith('teardown') && stateString(snap.value).startsWith('teardown')) entered.push(ev.type);
+    }
+    expect(entered).toEqual(['xstate.done.actor.terminateServices']);
+
+    const named = (n: { after: { eventType: string; target?: readonly { id: string }[]; description?: string }[]; states: object }): { from: string; to: string; description?: string }[] => [
+      ...n.after.filter((t) => /timeout.?kill/i.test(t.eventType)).map((t) => ({ from: t.eventType, to: t.target![0]!.id, description: t.description })),
+      ...Object.values(n.states).flatMap((c) => named(c as typeof n)),
+    ];
+    expect(named(sandboxMachine.root as never)).toEqual([
+      { from: 'xstate.after.timeoutKill.vmsandbox.gracefulStop', to: 'vmsandbox.teardown', description: expect.stringMatching(/^timeout-kill: .*stopMs/) },
+    ]);
+    expect(sandboxMachine.implementations.delays.timeoutKill).toBeTypeOf('function');
+    const delay = sandboxMachine.implementations.delays.timeoutKill as (a: { context: { config: VmConfig } }) => number;
+    expect(delay({ context: { config } })).toBe(config.timeouts.stopMs);
   });
 });

@@ -3,7 +3,8 @@
 
 import { describe, expect, test } from 'vitest';
 import { parseConfig } from '../config/load.js';
-import { claimVm, emptyJournal, recordWorthKeeping, type Claim, type OwnerRecord, type OwnershipPort, type Phase, type VmLock } from '../effects/owner.js';
+import { claimVm, emptyJournal, phaseOf, recordWorthKeeping, type Claim, type OwnerRecord, type OwnershipPort, type Phase, type VmLock } from '../effects/owner.js';
+import { sandboxMachine } from '../machines/sandbox.js';
 
 const config = parseConfig({
   name: 'vm1',
@@ -29,6 +30,20 @@ function port(answers: (OwnerRecord | 'free')[]): OwnershipPort & { tries: numbe
   };
   return p;
 }
+
+describe('phaseOf', () => {
+  test('a record shows running only in running, and stopping from the graceful stop through the whole teardown', () => {
+    const teardown = Object.keys(sandboxMachine.states.teardown!.states).map((k) => `teardown.${k}`);
+    expect(teardown).toEqual(['teardown.kill', 'teardown.cleanup']);
+    const seq = ['setup.setupNamespaces', 'setup.launch', 'running', 'gracefulStop.vmm.requesting', 'gracefulStop.services', ...teardown, 'done'];
+    let phase: Phase = 'starting';
+    expect(seq.map((s) => (phase = phaseOf(s, phase)))).toEqual(['starting', 'starting', 'running', 'stopping', 'stopping', 'stopping', 'stopping', 'stopping']);
+  });
+
+  test('a run torn down before it came up is stopping too (a new manager waits for it)', () => {
+    for (const s of ['teardown.kill', 'teardown.cleanup']) expect(phaseOf(s, 'starting')).toBe('stopping');
+  });
+});
 
 describe('recordWorthKeeping', () => {
   test('a record is kept while a journal names leftovers, or finish must judge a failed run by its uptime', () => {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { initialTransition, transition } from 'xstate';
 import { getShortestPaths } from 'xstate/graph';
-import { machineGraph } from '../machines/graph.js';
+import { machineGraph } from '../visualizer/graph.js';
 import { stateString } from '../machines/observe.js';
 import type { SandboxEvent } from '../machines/sandbox.js';
 import { sandboxMachine } from '../machines/sandbox.js';
@@ -46,8 +46,8 @@ function eventsFor(snap: Snap): SandboxEvent[] {
       delayed('stopRepeat', 'gracefulStop.vmm.waiting'),
     ],
     'gracefulStop.services': [done('terminateServices')],
-    timeoutKill: [done('killAll')],
-    cleanup: [done('cleanup')],
+    'teardown.kill': [done('killAll')],
+    'teardown.cleanup': [done('cleanup')],
   };
   return [...(byState[s] ?? []), STOP, PARENT];
 }
@@ -55,7 +55,7 @@ function eventsFor(snap: Snap): SandboxEvent[] {
 // Whether a stop request was made already (a first and a repeated one fail differently), not
 // how many: the count grows with every repeat and would make the graph infinite.
 const serializeState = (snap: Snap) =>
-  `${stateString(snap.value)}|${snap.context.next}|${snap.context.outcome}|${snap.context.stopRequested}|${snap.context.stopRequests > 0}`;
+  `${stateString(snap.value)}|${snap.context.next}|${snap.context.outcome}|${snap.context.stopRequests > 0}`;
 
 function finish(snap: Snap): Snap {
   // Each state's first event ends it (in gracefulStop.vmm.* that is the vmm's exit).
@@ -86,9 +86,9 @@ describe('paths generated from the machine', () => {
     expect(stateString(snap.value)).toBe(state);
     [snap] = transition(sandboxMachine, snap, ev);
     const after = stateString(snap.value);
-    if (['timeoutKill', 'cleanup'].includes(state)) expect(after).toBe(state); // already stopping
-    else expect(after).toMatch(/^(timeoutKill|gracefulStop\.vmm\.requesting)$/);
-    if (ev.type === 'PARENT_DIED' && !['timeoutKill', 'cleanup'].includes(state)) expect(after).toBe('timeoutKill');
+    if (state.startsWith('teardown.')) expect(after).toBe(state); // already stopping
+    else expect(after).toMatch(/^(teardown\.kill|gracefulStop\.vmm\.requesting)$/);
+    if (ev.type === 'PARENT_DIED' && !state.startsWith('teardown.')) expect(after).toBe('teardown.kill');
     const end = finish(snap);
     expect(end.status).toBe('done');
   });
@@ -109,8 +109,8 @@ describe('the same interruptions, driving the real machine over the simulator', 
     'gracefulStop.vmm.requesting': { plan: { delays: { requestStop: 5000 }, stopAt: [500] }, at: 1000 },
     'gracefulStop.vmm.waiting': { plan: { vmmIgnoresStop: true, stopAt: [500] }, at: 1000 },
     'gracefulStop.services': { plan: { othersIgnoreTerm: true, vmmStopMs: 10, stopAt: [500] }, at: 1000 },
-    timeoutKill: { plan: { initDiesAt: 990, delays: { killAll: 100 } }, at: 1000 },
-    cleanup: { plan: { initDiesAt: 990, delays: { cleanup: 100 } }, at: 1050 },
+    'teardown.kill': { plan: { initDiesAt: 990, delays: { killAll: 100 } }, at: 1000 },
+    'teardown.cleanup': { plan: { initDiesAt: 990, delays: { cleanup: 100 } }, at: 1050 },
   };
 
   it('has a parking plan for every resting state of the machine', () => {

@@ -8,26 +8,16 @@
 // known after its parent is gone) → /bin/sh (the parent, SIGKILLed) → vmsandbox run (stdout to a
 // file in the scratch dir).
 
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  compileStatic,
-  ensureNative,
-  forceCleanup,
-  leftovers,
-  newTestVm,
-  REAPER_C,
-  removeTestParents,
-  repoRoot,
-  skipReason,
-  staticCcSkipReason,
-  underReaper,
-  until,
-  writeRunConfig,
-  type ReaperRun,
-  type TestVm,
-} from './helpers.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
+import { writeRunConfig } from './helpers/manager.js';
+import { ensureNative, staticCcSkipReason, testProgram, underReaper, type ReaperRun } from './helpers/native.js';
+import { repoRoot } from './helpers/paths.js';
+import { skipReason } from './helpers/skip.js';
+import { until } from './helpers/until.js';
+import { newTestVm, type TestVm } from './helpers/vm.js';
 
 const skip = skipReason() ?? staticCcSkipReason();
 if (skip) console.warn(`test/linux/parent-death skipped: ${skip}`);
@@ -46,11 +36,10 @@ interface Managed {
 
 describe.skipIf(skip)('the manager\'s parent dies: the manager tears everything down and exits', () => {
   let vm: TestVm | null = null;
-  let tools = '';
+  let reaper = '';
   beforeAll(() => {
     ensureNative();
-    tools = mkdtempSync('/tmp/vmsandbox-tools-');
-    compileStatic(REAPER_C, join(tools, 'reaper'));
+    reaper = testProgram('reaper');
   });
   afterEach(() => {
     if (vm) forceCleanup(vm);
@@ -58,7 +47,6 @@ describe.skipIf(skip)('the manager\'s parent dies: the manager tears everything 
   });
   afterAll(() => {
     removeTestParents();
-    if (tools) rmSync(tools, { recursive: true, force: true });
   });
 
   /**
@@ -69,7 +57,7 @@ describe.skipIf(skip)('the manager\'s parent dies: the manager tears everything 
     const { file } = writeRunConfig(vm!, vmmArgv, { stopMs: opts.stopMs ?? 3000, killMs: KILL_MS });
     const logFile = join(vm!.scratch, 'manager.log');
     const script = `"$BIN" run ${opts.hint ? '--supervisor-pid $$ ' : ''}"$CFG" >"$LOG" 2>&1 & echo "manager $!"; wait`;
-    const r = underReaper(join(tools, 'reaper'), ['/bin/sh', '-c', script], {
+    const r = underReaper(reaper, ['/bin/sh', '-c', script], {
       ...process.env,
       BIN: join(repoRoot, 'bin', 'vmsandbox'),
       CFG: file,
@@ -146,7 +134,7 @@ describe.skipIf(skip)('the manager\'s parent dies: the manager tears everything 
     await m.waitState('running');
     const log = await killParent(m, 6);
     expect(log.at(-1)).toMatchObject({ outcome: 'parentDied' });
-    expect(log.some((l) => l.reason === 'supervisor died' && l.state === 'timeoutKill'), m.context()).toBe(true);
+    expect(log.some((l) => l.reason === 'supervisor died' && l.state === 'teardown.kill'), m.context()).toBe(true);
   });
 
   it('during a graceful stop: the stop is forced (exit 2), the parent death is logged, nothing is left', async () => {

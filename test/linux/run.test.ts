@@ -5,18 +5,11 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkMain } from '../../cli/check.js';
 import { FORBIDDEN_CAPABILITIES } from '../../config/rules.js';
-import {
-  ensureNative,
-  forceCleanup,
-  leftovers,
-  newTestVm,
-  removeTestParents,
-  skipReason,
-  spawnRun,
-  writeRunConfig,
-  type RunningManager,
-  type TestVm,
-} from './helpers.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
+import { spawnRun, writeRunConfig, type RunningManager } from './helpers/manager.js';
+import { ensureNative } from './helpers/native.js';
+import { skipReason } from './helpers/skip.js';
+import { newTestVm, type TestVm } from './helpers/vm.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/run skipped: ${skip}`);
@@ -72,7 +65,7 @@ describe.skipIf(skip)('vmsandbox run', () => {
     expect(await m.exited).toBe(0);
     expect(m.lines.every((l) => l.vm === vm.name)).toBe(true);
     const states = m.lines.filter((l) => l.state).map((l) => l.state).filter((s, i, a) => s !== a[i - 1]);
-    expect(states).toEqual(['setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup', 'setup.launch', 'running', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped']);
+    expect(states).toEqual(['setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup', 'setup.launch', 'running', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.services', 'teardown.kill', 'teardown.cleanup', 'stopped']);
     expect(m.lines.at(-1)).toMatchObject({ outcome: 'stopped', exitCode: 0 });
     expect(leftovers(vm)).toEqual([]);
   });
