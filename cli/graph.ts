@@ -1,8 +1,8 @@
 // vmsandbox graph --format mermaid|dot|json|svg: print the sandbox machine.
 
 import { parseArgs } from 'node:util';
-import { machineGraph, toDot, toMermaid } from '../machines/graph.js';
-import { toSvg } from '../machines/graphSvg.js';
+import { machineGraph, toDot, toMermaid } from '../visualizer/graph.js';
+import { toSvg } from '../visualizer/graphSvg.js';
 import { sandboxMachine } from '../machines/sandbox.js';
 
 export async function graphMain(argv: string[]): Promise<number> {

@@ -7,34 +7,17 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync,
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
-import {
-  CGROUP_PARENT as CGROUP_PARENT_NAME,
-  cgroupParentDir,
-  compileStatic,
-  ESCAPE_HELPER_C,
-  ensureNative,
-  forceCleanup,
-  landlockSkipReason,
-  leftovers,
-  newTestVm,
-  removeTestParents,
-  service,
-  serviceExit,
-  skipReason,
-  SLEEPER,
-  start,
-  staticCcSkipReason,
-  stop,
-  SYSTEM_READ,
-  vmConfig,
-  type Run,
-  type TestVm,
-} from './helpers.js';
+import { serviceExit, start, stop, type Run } from './helpers/inprocess.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
+import { ensureNative, staticCcSkipReason, testProgram } from './helpers/native.js';
+import { CGROUP_PARENT as CGROUP_PARENT_NAME, cgroupParentDir } from './helpers/paths.js';
+import { landlockSkipReason, skipReason } from './helpers/skip.js';
+import { newTestVm, service, SLEEPER, SYSTEM_READ, vmConfig, type TestVm } from './helpers/vm.js';
 
 const skip = skipReason();
 const skipScoped = landlockSkipReason(6);
 const skipLandlock = landlockSkipReason(1);
-// The C escape helper (ptrace, pidfd, setuid, cgroup moves) needs `cc -static`.
+// The C escape helper (native/test/escape-helper.c: ptrace, pidfd, setuid, cgroup moves) needs `cc -static`.
 const skipTools = skip ?? skipLandlock ?? staticCcSkipReason();
 const skipScopedTools = skipScoped ?? skipTools;
 if (skip) console.warn(`test/linux/escape skipped: ${skip}`);
@@ -62,7 +45,9 @@ describe('linux backend: escapes from a service fail', () => {
     if (!skipTools) {
       tools = mkdtempSync('/tmp/vmsandbox-tools-');
       chmodSync(tools, 0o755);
-      compileStatic(ESCAPE_HELPER_C, join(tools, 'esc'));
+      // Copied into a directory of its own: the probes' Landlock rules grant it, and nothing else.
+      copyFileSync(testProgram('escape-helper'), join(tools, 'esc'));
+      chmodSync(join(tools, 'esc'), 0o755);
       copyFileSync(join(tools, 'esc'), join(tools, 'esc-suid'));
       chownSync(join(tools, 'esc-suid'), 0, 0);
       chmodSync(join(tools, 'esc-suid'), 0o4755);

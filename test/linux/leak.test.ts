@@ -7,29 +7,16 @@
 // The delays come from a seeded PRNG: VMSANDBOX_LEAK_SEED=<seed> replays a run's delays (the seed
 // is printed, and every assertion message names the seed, the run and its delay).
 
-import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  compileStatic,
-  ensureNative,
-  finishFromJournal,
-  forceCleanup,
-  leftovers,
-  mulberry32,
-  newTestVm,
-  REAPER_C,
-  removeTestParents,
-  repoRoot,
-  skipReason,
-  staticCcSkipReason,
-  underReaper,
-  until,
-  vmMounts,
-  vmProcesses,
-  writeRunConfig,
-  type TestVm,
-} from './helpers.js';
+import { Prng } from '../../sim/prng.js';
+import { forceCleanup, leftovers, removeTestParents, vmMounts, vmProcesses } from './helpers/leftovers.js';
+import { finishFromJournal, writeRunConfig } from './helpers/manager.js';
+import { ensureNative, staticCcSkipReason, testProgram, underReaper } from './helpers/native.js';
+import { repoRoot } from './helpers/paths.js';
+import { skipReason } from './helpers/skip.js';
+import { until } from './helpers/until.js';
+import { newTestVm, type TestVm } from './helpers/vm.js';
 
 // The manager runs under a small C subreaper (so the init it leaves behind is reaped at once and
 // reported, instead of waiting for the host's PID 1): that needs `cc -static`.
@@ -49,7 +36,8 @@ interface Kill {
 
 /** The plan of kills for a seed: most counted from the start of setup (0..300 ms; half of them 0..100 ms so setup gets its share), some from spawn (Node startup, the edge into setup). */
 function planKills(seed: number): Kill[] {
-  const rnd = mulberry32(seed);
+  const prng = new Prng(seed);
+  const rnd = () => prng.next();
   return Array.from({ length: RUNS }, (_, run) => {
     const r = rnd();
     if (r < 0.1) return { run, anchor: 'spawn', delayMs: Math.floor(rnd() * 500) };
@@ -60,11 +48,10 @@ function planKills(seed: number): Kill[] {
 describe.skipIf(skip)('SIGKILL of the manager at random moments leaves no process and no mount; finish removes the rest', () => {
   /** VMs of runs in progress: a failed run's VM is cleaned up after the test. */
   const live = new Set<TestVm>();
-  let tools = '';
+  let reaper = '';
   beforeAll(() => {
     ensureNative();
-    tools = mkdtempSync('/tmp/vmsandbox-tools-');
-    compileStatic(REAPER_C, join(tools, 'reaper'));
+    reaper = testProgram('reaper');
     console.log(`[leak] seed ${SEED} (replay: VMSANDBOX_LEAK_SEED=${SEED})`);
   });
   afterEach(() => {
@@ -73,7 +60,6 @@ describe.skipIf(skip)('SIGKILL of the manager at random moments leaves no proces
   });
   afterAll(() => {
     removeTestParents();
-    if (tools) rmSync(tools, { recursive: true, force: true });
   });
 
   it(`${RUNS} runs, each SIGKILLed after a seeded random delay (${LANES} at a time)`, async () => {
@@ -88,7 +74,7 @@ describe.skipIf(skip)('SIGKILL of the manager at random moments leaves no proces
         const t0 = performance.now();
         const where = `seed ${SEED} run ${k.run}: SIGKILL ${k.delayMs} ms after ${k.anchor}`;
         const { file, config } = writeRunConfig(vm, ['/bin/sleep', '1000']);
-        const r = underReaper(join(tools, 'reaper'), [join(repoRoot, 'bin', 'vmsandbox'), 'run', file]);
+        const r = underReaper(reaper, [join(repoRoot, 'bin', 'vmsandbox'), 'run', file]);
         const manager = await r.child;
         if (k.anchor === 'setup') await r.waitLine(/"state":/, 10_000);
         await new Promise((res) => setTimeout(res, k.delayMs));

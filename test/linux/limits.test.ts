@@ -7,7 +7,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { serviceLeaf, vmCgroupDir } from '../../effects/linux/cgroup.js';
-import { ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, skipReason, SLEEPER, start, stop, trackNamespace, vmConfig, CGROUP_PARENT, cgroupParentDir, type TestVm } from './helpers.js';
+import { start, stop } from './helpers/inprocess.js';
+import { forceCleanup, leftovers, removeTestParents, trackNamespace } from './helpers/leftovers.js';
+import { ensureNative } from './helpers/native.js';
+import { CGROUP_PARENT, cgroupParentDir } from './helpers/paths.js';
+import { skipReason } from './helpers/skip.js';
+import { newTestVm, SLEEPER, vmConfig, type TestVm } from './helpers/vm.js';
 
 function limitsSkipReason(): string | null {
   const base = skipReason();

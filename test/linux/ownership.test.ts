@@ -9,21 +9,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLinuxBackend } from '../../effects/linux/backend.js';
 import { linuxOwnership, readRecord, runtimeDirLockPath, vmLockPath } from '../../effects/linux/owner.js';
 import { memoryJournal } from '../../effects/owner.js';
-import {
-  cgroupParentDir,
-  ensureNative,
-  forceCleanup,
-  leftovers,
-  newTestVm,
-  removeTestParents,
-  repoRoot,
-  skipReason,
-  spawnRun,
-  until,
-  writeRunConfig,
-  type RunningManager,
-  type TestVm,
-} from './helpers.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
+import { spawnRun, writeRunConfig, type RunningManager } from './helpers/manager.js';
+import { ensureNative } from './helpers/native.js';
+import { cgroupParentDir, repoRoot } from './helpers/paths.js';
+import { skipReason } from './helpers/skip.js';
+import { until } from './helpers/until.js';
+import { newTestVm, type TestVm } from './helpers/vm.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/ownership skipped: ${skip}`);

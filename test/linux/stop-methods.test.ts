@@ -7,24 +7,13 @@ import { chmodSync, chownSync, copyFileSync, existsSync, readFileSync, writeFile
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServiceConfig } from '../../config/types.js';
-import {
-  ensureNative,
-  forceCleanup,
-  leftovers,
-  newTestVm,
-  removeTestParents,
-  repoRoot,
-  service,
-  skipReason,
-  spawnRun,
-  start,
-  stop,
-  SYSTEM_READ,
-  vmConfig,
-  type Run,
-  type RunningManager,
-  type TestVm,
-} from './helpers.js';
+import { start, stop, type Run } from './helpers/inprocess.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
+import { spawnRun, type RunningManager } from './helpers/manager.js';
+import { ensureNative } from './helpers/native.js';
+import { repoRoot } from './helpers/paths.js';
+import { skipReason } from './helpers/skip.js';
+import { newTestVm, service, SYSTEM_READ, vmConfig, type TestVm } from './helpers/vm.js';
 
 const skip = skipReason() ?? (existsSync('/usr/bin/node') ? null : 'no /usr/bin/node for the fake cloud-hypervisor');
 if (skip) console.warn(`test/linux/stop-methods skipped: ${skip}`);

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startInspector, type Inspector } from '../../cli/inspect.js';
-import { parseSimTrace } from '../../machines/replay.js';
+import { startInspector, type Inspector } from '../../visualizer/inspect.js';
+import { parseSimTrace } from '../../visualizer/replay.js';
 import { chromiumSkipReason, launchChromium, outDir, repoRoot, SimulatedSandbox, tempRoot } from './helpers.js';
 
 const skip = chromiumSkipReason();
@@ -27,9 +27,9 @@ const HAND_TRACE = `plan {"seed":777,"fail":{"op":"requestStop","call":1,"errno"
 000008 state running <- xstate.done.actor.launch
 000040 event STOP_REQUESTED
 000040 state gracefulStop.vmm.requesting <- STOP_REQUESTED (SIGTERM)
-000041 state timeoutKill <- xstate.error.actor.requestStop (stop request failed: requestStop: ECONNREFUSED (qmp))
+000041 state teardown.kill <- xstate.error.actor.requestStop (stop request failed: requestStop: ECONNREFUSED (qmp))
 000043 kernel: SIGKILL -> vmsandbox-init[300]
-000044 state cleanup <- xstate.done.actor.killAll
+000044 state teardown.cleanup <- xstate.done.actor.killAll
 000046 state failed <- xstate.done.actor.cleanup
 000046 end failed outcome=stopped exit=7 errors=["stop request failed: requestStop: ECONNREFUSED (qmp)"]
 `;
@@ -170,7 +170,7 @@ describe.skipIf(skip)('the visualizer page', () => {
         if (i < expected.length - 1) await page.keyboard.press('ArrowRight'); // the slider's own keys
       }
       await page.locator('#scrub').fill('8');
-      expect(await activeInChart(page)).toBe('timeoutKill');
+      expect(await activeInChart(page)).toBe('teardown.kill');
       expect(await page.locator('#chart .edge.taken').getAttribute('data-from')).toBe('gracefulStop.vmm.requesting');
       await page.locator('#show-kernel').check();
       await page.screenshot({ path: join(outDir, 'replay-hand.png') });

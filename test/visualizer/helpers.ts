@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
-import { publishStatus, type StatusPublisher } from '../../cli/status.js';
+import { publishStatus, type StatusPublisher } from '../../visualizer/statusSocket.js';
 import { loadConfig } from '../../config/load.js';
 import type { VmConfig } from '../../config/types.js';
 import type { TransitionRecord } from '../../machines/observe.js';

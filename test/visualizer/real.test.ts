@@ -7,8 +7,12 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startInspector } from '../../cli/inspect.js';
-import { CGROUP_PARENT, ensureNative, forceCleanup, newTestVm, removeTestParents, skipReason, SYSTEM_READ, type TestVm } from '../linux/helpers.js';
+import { startInspector } from '../../visualizer/inspect.js';
+import { forceCleanup, removeTestParents } from '../linux/helpers/leftovers.js';
+import { ensureNative } from '../linux/helpers/native.js';
+import { CGROUP_PARENT, TEST_RUNTIME_ROOT } from '../linux/helpers/paths.js';
+import { skipReason } from '../linux/helpers/skip.js';
+import { newTestVm, SYSTEM_READ, type TestVm } from '../linux/helpers/vm.js';
 import { chromiumSkipReason, launchChromium, outDir, repoRoot } from './helpers.js';
 
 function reason(): string | null {
@@ -48,7 +52,7 @@ describe.skipIf(skip)('a real sandbox in the visualizer', () => {
     writeFileSync(file, JSON.stringify(raw));
     const child = spawn(join(repoRoot, 'bin', 'vmsandbox'), ['run', file], { stdio: ['ignore', 'ignore', 'inherit'] });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    const insp = await startInspector({ listen: '127.0.0.1:0', roots: ['/run/vmsandbox-test'], scanMs: 200, log: pino({ level: 'silent' }) });
+    const insp = await startInspector({ listen: '127.0.0.1:0', roots: [TEST_RUNTIME_ROOT], scanMs: 200, log: pino({ level: 'silent' }) });
     const browser = await launchChromium();
     try {
       for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));

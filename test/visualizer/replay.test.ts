@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createLogger, logTransition } from '../../cli/log.js';
 import type { TransitionRecord } from '../../machines/observe.js';
-import { detectFormat, parsePinoLog, parseRecording, parseSimTrace } from '../../machines/replay.js';
+import { detectFormat, parsePinoLog, parseRecording, parseSimTrace } from '../../visualizer/replay.js';
 import { simulate } from '../../sim/run.js';
 import { tempRoot } from './helpers.js';
 
@@ -28,12 +28,12 @@ describe('sim trace parser', () => {
     expect(rec!.plan).toMatchObject({ seed: 5, fail: { op: 'prepareLandlock' } });
     expect(rec!.records.map((r) => [r.state, r.event, r.reason, r.at])).toEqual(records.map(({ r, at }) => [r.state, r.event, r.reason, at]));
     expect(rec!.end).toEqual({ state: 'failed', outcome: 'setupFailed', exitCode: 111, errors: res.output!.errors });
-    expect(rec!.records.filter((r) => r.failure).map((r) => r.state)).toEqual(['timeoutKill']);
+    expect(rec!.records.filter((r) => r.failure).map((r) => r.state)).toEqual(['teardown.kill']);
     expect(rec!.records[rec!.records.length - 1]!.outcome).toBe('setupFailed');
     expect(rec!.notes.map((n) => n.kind)).toEqual(expect.arrayContaining(['kernel', 'event', 'end']));
     const ev = rec!.notes.find((n) => n.kind === 'event')!;
     expect(ev.text).toBe('event INIT_EXITED');
-    expect(rec!.records[ev.after]!.state).toBe('timeoutKill');
+    expect(rec!.records[ev.after]!.state).toBe('teardown.kill');
   });
 
   it('reads every outcome the seeds reach', async () => {
@@ -46,7 +46,7 @@ describe('sim trace parser', () => {
   });
 
   it('keeps reasons with parentheses whole', () => {
-    const r = parseSimTrace('000017 state timeoutKill <- xstate.error.actor.prepareLandlock (landlock failed: E2BIG (call 1))\n');
+    const r = parseSimTrace('000017 state teardown.kill <- xstate.error.actor.prepareLandlock (landlock failed: E2BIG (call 1))\n');
     expect(r.records[0]!.reason).toBe('landlock failed: E2BIG (call 1)');
     expect(r.records[0]!.label).toBe('error: prepareLandlock');
   });

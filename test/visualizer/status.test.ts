@@ -6,9 +6,9 @@ import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findStatusSockets, followStatus, publishStatus, type StatusPublisher } from '../../cli/status.js';
+import { findStatusSockets, followStatus, publishStatus, type StatusPublisher } from '../../visualizer/statusSocket.js';
 import type { TransitionRecord } from '../../machines/observe.js';
-import type { HelloMessage, StatusMessage } from '../../machines/status.js';
+import type { HelloMessage, StatusMessage } from '../../visualizer/protocol.js';
 import { demoConfig, tempRoot } from './helpers.js';
 
 const rec = (state: string, over: Partial<TransitionRecord> = {}): TransitionRecord => ({
@@ -105,14 +105,14 @@ describe('status socket', () => {
     // a client that leaves does not disturb the others
     a.close();
     await until(() => pub!.clients === 1);
-    pub.record(rec('timeoutKill', { event: 'xstate.error.actor.requestStop', reason: 'stop failed', errors: 1 }), 30);
+    pub.record(rec('teardown.kill', { event: 'xstate.error.actor.requestStop', reason: 'stop failed', errors: 1 }), 30);
     const ms = await b.waitFor(4);
-    expect(ms[3]).toMatchObject({ type: 'record', state: 'timeoutKill', failure: true, reason: 'stop failed' });
+    expect(ms[3]).toMatchObject({ type: 'record', state: 'teardown.kill', failure: true, reason: 'stop failed' });
 
     // a late client gets everything so far in its hello
     const c = client(pub.path!);
     const [h2] = await c.waitFor(1);
-    expect((h2 as HelloMessage).history.map((r) => r.state)).toEqual(['setup.setupNamespaces', 'setup.mount', 'running', 'timeoutKill']);
+    expect((h2 as HelloMessage).history.map((r) => r.state)).toEqual(['setup.setupNamespaces', 'setup.mount', 'running', 'teardown.kill']);
     expect((h2 as HelloMessage).events.map((e) => e.event.type)).toEqual(['STOP_REQUESTED']);
 
     // close: bye to everyone, connections end, socket removed

@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { isLoopback, parseListen, startInspector } from '../../cli/inspect.js';
-import { eventLabel, machineGraph } from '../../machines/graph.js';
-import { esc, toSvg } from '../../machines/graphSvg.js';
+import { isLoopback, parseListen, startInspector } from '../../visualizer/inspect.js';
+import { eventLabel, machineGraph } from '../../visualizer/graph.js';
+import { esc, toSvg } from '../../visualizer/graphSvg.js';
 import { sandboxMachine } from '../../machines/sandbox.js';
 import { repoRoot, tempRoot } from './helpers.js';
 

@@ -8,10 +8,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../config/load.js';
 // @ts-expect-error plain JavaScript module without types
 import { makeVmConfig } from '../../examples/vm/make-config.mjs';
-import {
-  ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, service, skipReason, SLEEPER, start, stop,
-  SYSTEM_READ, vmConfig, type TestVm,
-} from '../linux/helpers.js';
+import { start, stop } from '../linux/helpers/inprocess.js';
+import { forceCleanup, leftovers, removeTestParents } from '../linux/helpers/leftovers.js';
+import { ensureNative } from '../linux/helpers/native.js';
+import { skipReason } from '../linux/helpers/skip.js';
+import { newTestVm, service, SLEEPER, SYSTEM_READ, vmConfig, type TestVm } from '../linux/helpers/vm.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/vm/features skipped: ${skip}`);

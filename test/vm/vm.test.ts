@@ -8,10 +8,12 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, wri
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { findCgroup2Mount } from '../../effects/linux/cgroup.js';
-import {
-  CGROUP_PARENT, ensureNative, forceCleanup, leftovers, newTestVm, removeTestParents, repoRoot, skipReason, spawnRun, trackNamespace,
-  type RunningManager, type TestVm,
-} from '../linux/helpers.js';
+import { forceCleanup, leftovers, removeTestParents, trackNamespace } from '../linux/helpers/leftovers.js';
+import { spawnRun, type RunningManager } from '../linux/helpers/manager.js';
+import { ensureNative } from '../linux/helpers/native.js';
+import { CGROUP_PARENT, repoRoot } from '../linux/helpers/paths.js';
+import { skipReason } from '../linux/helpers/skip.js';
+import { newTestVm, type TestVm } from '../linux/helpers/vm.js';
 // @ts-expect-error plain JavaScript module without types
 import { QEMU, VIRTIOFSD, makeVmConfig } from '../../examples/vm/make-config.mjs';
 

@@ -1,6 +1,6 @@
 // The status protocol: what a manager publishes on <runtimeDir>/status.sock and what
 // `vmsandbox inspect` reads. Pure data and (de)serialisation; the socket server and the discovery
-// are in cli/status.ts.
+// are in statusSocket.ts.
 //
 // Newline-delimited JSON, one message per line, server to client only:
 //   {"type":"hello", protocol, vm, pid, startedAt, config, graph, history: StatusRecord[]}
@@ -9,11 +9,11 @@
 //   {"type":"services", time, services}       a fresh sample of the services' cgroup counters
 //   {"type":"bye", time}                      the manager is closing the socket
 
-import { serviceCgroupPath } from '../config/cgroupLayout.js';
+import { serviceCgroupPath } from '../plan/cgroup.js';
 import type { VmConfig } from '../config/types.js';
 import type { MachineGraph } from './graph.js';
 import { eventLabel } from './graph.js';
-import type { TransitionRecord } from './observe.js';
+import type { TransitionRecord } from '../machines/observe.js';
 
 export const STATUS_PROTOCOL = 1;
 export const STATUS_SOCKET = 'status.sock';

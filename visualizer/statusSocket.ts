@@ -1,7 +1,7 @@
 // The manager's status socket: <runtimeDir>/status.sock, mode 0600, owned by the manager (root).
 // Services run under their own non-root uids without CAP_DAC_OVERRIDE, so they cannot connect
 // (connect(2) on a unix socket needs write permission on it), though Landlock lets them read the
-// runtime dir. Protocol: machines/status.ts. Also the reading side: finding every sandbox's socket
+// runtime dir. Protocol: protocol.ts. Also the reading side: finding every sandbox's socket
 // under the runtime roots and following it (vmsandbox inspect).
 
 import { readFileSync, statSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { VmConfig } from '../config/types.js';
 import type { KernelEvent } from '../effects/port.js';
 import { findCgroup2Mount } from '../effects/linux/cgroup.js';
-import { machineGraph, type MachineGraph } from '../machines/graph.js';
+import { machineGraph, type MachineGraph } from './graph.js';
 import type { TransitionRecord } from '../machines/observe.js';
 import { sandboxMachine } from '../machines/sandbox.js';
 import {
@@ -27,9 +27,10 @@ import {
   type ServiceStatus,
   type StatusMessage,
   type StatusRecord,
-} from '../machines/status.js';
+} from './protocol.js';
 
-export const DEFAULT_RUNTIME_ROOTS = ['/run/vmsandbox', '/run/vmsandbox-test'];
+/** Where production runtime dirs live (the examples' and demo's); tests' VMs are elsewhere, shown with --runtime-root. */
+export const DEFAULT_RUNTIME_ROOTS = ['/run/vmsandbox'];
 
 export interface PublishOptions {
   config: VmConfig;

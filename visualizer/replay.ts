@@ -3,7 +3,7 @@
 // same StatusRecords the live status socket carries, plus the lines between them as notes.
 
 import { eventLabel } from './graph.js';
-import type { ServiceStatus, StatusRecord } from './status.js';
+import type { ServiceStatus, StatusRecord } from './protocol.js';
 
 export type NoteKind = 'event' | 'kernel' | 'log' | 'error' | 'end' | 'violation';
 

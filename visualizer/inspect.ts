@@ -1,6 +1,6 @@
 // vmsandbox inspect: the state visualizer. A read-only HTTP server (loopback by default) serving one
 // page (web/) that shows every sandbox found under the runtime roots (their status sockets, see
-// cli/status.ts), live over server-sent events; or, with --replay FILE, a recorded run (a manager's
+// statusSocket.ts), live over server-sent events; or, with --replay FILE, a recorded run (a manager's
 // pino log or `vmsandbox sim --seed N --trace` output) with a time scrubber.
 
 import { createHash } from 'node:crypto';
@@ -11,12 +11,12 @@ import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { machineGraph, type MachineGraph } from '../machines/graph.js';
-import { toSvg } from '../machines/graphSvg.js';
-import { parseRecording, type Note, type Recording } from '../machines/replay.js';
+import { machineGraph, type MachineGraph } from './graph.js';
+import { toSvg } from './graphSvg.js';
+import { parseRecording, type Note, type Recording } from './replay.js';
 import { sandboxMachine } from '../machines/sandbox.js';
-import type { ConfigSummary, ServiceStatus, StatusMessage, StatusRecord } from '../machines/status.js';
-import { DEFAULT_RUNTIME_ROOTS, findStatusSockets, followStatus, type StatusClient } from './status.js';
+import type { ConfigSummary, ServiceStatus, StatusMessage, StatusRecord } from './protocol.js';
+import { DEFAULT_RUNTIME_ROOTS, findStatusSockets, followStatus, type StatusClient } from './statusSocket.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:7390';
 const USAGE = 'usage: vmsandbox inspect [--listen HOST:PORT] [--runtime-root DIR ...] [--replay FILE]';
@@ -59,11 +59,12 @@ export interface Inspector {
 }
 
 function findWebDir(): string {
-  // cli/inspect.ts (vitest) and dist/cli/inspect.js (the built command) both find ../web or ../../web.
-  for (const d of [join(import.meta.dirname, '..', 'web'), join(import.meta.dirname, '..', '..', 'web')]) {
+  // tsc does not copy the page: visualizer/inspect.ts (vitest) has it beside it, the built
+  // dist/visualizer/inspect.js finds it in the source tree two levels up.
+  for (const d of [join(import.meta.dirname, 'web'), join(import.meta.dirname, '..', '..', 'visualizer', 'web')]) {
     if (existsSync(join(d, 'index.html'))) return d;
   }
-  throw new Error('web/index.html not found next to the vmsandbox sources');
+  throw new Error('visualizer/web/index.html not found next to the vmsandbox sources');
 }
 
 const STATIC: Record<string, string> = {
