@@ -13,7 +13,7 @@ import { landlockRules, serviceRuntimeDir } from '../../plan/service.js';
 import { findCgroup2Mount } from './cgroup.js';
 import { cgroupControllersFor } from './hostFacts.js';
 import { landlockAbi, nativeBuildDir } from './native.js';
-import { readRecord, vmLockPath } from './owner.js';
+import { readRecord, runtimeDirLockPath, vmLockPath } from './owner.js';
 
 export type HostLevel = 'ok' | 'warn' | 'fail';
 
@@ -190,7 +190,7 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
     const events = readOr(join(vmDir, 'cgroup.events'), '');
     if (events && journal.cgroup !== vmDir) {
       // run refuses a cgroup no run of this VM created (effects/linux/backend.ts): so does check.
-      add('fail', 'name', `${vmDir} exists, and no run of vm ${config.name} created it: vmsandbox run would refuse it (exit 111). Fix: see what it holds (${vmDir}/cgroup.procs) and remove it, or \`vmsandbox finish --force CONFIG\``);
+      add('fail', 'name', `cgroup ${vmDir} exists, and no run of vm ${config.name} created it: vmsandbox run would refuse it (exit 111). Fix: see what it holds (${vmDir}/cgroup.procs) and remove it, or \`vmsandbox finish --force CONFIG\``);
     } else if (/^populated 1$/m.test(events)) {
       add('warn', 'name', `${vmDir} has processes: this VM is running (or its last run was not cleaned up: vmsandbox finish)`);
     }
@@ -236,8 +236,12 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
   else if (!storage.isDirectory()) add('fail', 'storage', `${config.storage} is not a directory`);
   else add('ok', 'storage', `${config.storage} is a directory`);
   const rt = statOrNull(config.runtimeDir);
-  if (rt && journal.runtimeDir !== config.runtimeDir) {
-    add('fail', 'runtimeDir', `${config.runtimeDir} exists, and no run of vm ${config.name} created it: vmsandbox run would refuse it (exit 111). Fix: see what it holds and remove it, or choose another runtimeDir`);
+  const user = readRecord(runtimeDirLockPath(config.runtimeDir, opts.lockDir));
+  if (rt && user && user.vm !== config.name) {
+    // Another VM's manager holds (or held) this runtime dir: run refuses while it runs (exit 101).
+    add('warn', 'runtimeDir', `${config.runtimeDir} is vm ${user.vm}'s runtime dir (manager pid ${user.pid}, ${user.phase}): vmsandbox run refuses to share it while that VM runs (exit 101). Fix: give this VM its own runtimeDir`);
+  } else if (rt && journal.runtimeDir !== config.runtimeDir) {
+    add('fail', 'runtimeDir', `runtime dir ${config.runtimeDir} (runtimeDir) exists, and no run of vm ${config.name} created it: vmsandbox run would refuse it (exit 111). Fix: see what it holds and remove it, or choose another runtimeDir`);
   } else if (rt) {
     add('warn', 'runtimeDir', `${config.runtimeDir} exists, left by a run of vm ${config.name} (or the VM is running): vmsandbox run removes it first, or \`vmsandbox finish CONFIG\` does`);
   }
