@@ -1,13 +1,15 @@
 // vmsandbox sim: run seeds through the simulator and check the invariants after each.
 
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import type { VmConfig } from '../config/types.js';
-import { simulateParallel } from '../sim/parallel.js';
-import { runSeed } from '../sim/bulk.js';
+import { simulateSeeds } from '../sim/parallel.js';
 import { simulate } from '../sim/run.js';
+import { addRun, emptyTally, type Tally } from '../sim/tally.js';
+import { Progress, summary } from './simReport.js';
 
-const USAGE = 'usage: vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--trace] [--config FILE] [--engine lean|xstate]';
+const USAGE = 'usage: vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--trace] [--config FILE]';
 
 function wholeNumber(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -27,21 +29,22 @@ export async function simMain(argv: string[]): Promise<number> {
       trace: { type: 'boolean', default: false },
       config: { type: 'string' },
       jobs: { type: 'string' },
-      engine: { type: 'string' },
     },
   });
+  const ordered = values.trace || values.json;
   let seed: number;
   let runs: number;
   let jobs: number;
   try {
-    jobs = wholeNumber('jobs', values.jobs, 1);
+    // Bulk runs use every core; a trace or JSON lines are printed in seed order, from one thread.
+    jobs = wholeNumber('jobs', values.jobs, ordered ? 1 : availableParallelism());
     seed = wholeNumber('seed', values.seed, 1);
     runs = wholeNumber('runs', values.runs, values.trace ? 1 : 1000);
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n${USAGE}\n`);
     return 2;
   }
-  if (jobs < 1 || (jobs > 1 && (values.trace || values.json))) {
+  if (jobs < 1 || (jobs > 1 && ordered)) {
     process.stderr.write(`--jobs: must be at least 1, and 1 with --trace or --json (their output is in seed order)\n${USAGE}\n`);
     return 2;
   }
@@ -49,39 +52,38 @@ export async function simMain(argv: string[]): Promise<number> {
     process.stderr.write(`--trace prints one run: use it with --seed N and without --runs\n${USAGE}\n`);
     return 2;
   }
-  // Bulk runs default to the lean engine (checked against XState, sim/bulk.ts); a traced replay
-  // defaults to XState itself, the interpreter production runs.
-  const engine = values.engine ?? (values.trace ? 'xstate' : 'lean');
-  if (engine !== 'lean' && engine !== 'xstate') {
-    process.stderr.write(`--engine: must be lean or xstate (got "${engine}")\n${USAGE}\n`);
-    return 2;
-  }
   const config: VmConfig | undefined = values.config ? loadConfig(values.config) : undefined;
-  const replay = (s: number) => `vmsandbox sim --seed ${s} --trace${values.config ? ` --config ${values.config}` : ''}`;
 
-  if (jobs > 1) {
-    const r = await simulateParallel(seed, runs, jobs, config, engine);
-    for (const f of r.failures) process.stdout.write(`FAIL seed ${f.seed}: ${f.violations.join('; ')}\n  replay: ${replay(f.seed)}\n`);
-    process.stdout.write(`${r.passed} passed, ${r.failures.length} failed\n`);
-    return r.failures.length ? 1 : 0;
+  if (values.trace) {
+    const r = await simulate(seed, { config, trace: true });
+    const t = emptyTally();
+    addRun(t, r);
+    process.stdout.write(`plan ${JSON.stringify(r.plan)}\n${r.trace.join('\n')}\n${summary(t)}`);
+    return r.ok ? 0 : 1;
   }
 
-  let passed = 0;
-  let failed = 0;
-  for (let s = seed; s < seed + runs; s++) {
-    const r = values.trace ? await simulate(s, { config, trace: true, engine }) : await runSeed(s, { config, engine });
-    if (r.ok) passed++;
-    else failed++;
-    if (values.trace) {
-      process.stdout.write(`plan ${JSON.stringify(r.plan)}\n${r.trace.join('\n')}\n`);
-    } else if (values.json) {
-      const { seed: runSeed, ok, finalState, output, violations } = r;
-      process.stdout.write(JSON.stringify({ seed: runSeed, ok, state: finalState, outcome: output?.outcome, exitCode: output?.exitCode, violations }) + '\n');
-    } else if (!r.ok) {
-      process.stdout.write(`FAIL seed ${s}: ${r.violations.join('; ')}\n  replay: ${replay(s)}\n`);
+  const progress = new Progress(runs);
+  let t: Tally;
+  if (values.json) {
+    t = emptyTally();
+    for (let s = seed; s < seed + runs; s++) {
+      const r = await simulate(s, { config });
+      addRun(t, r);
+      const { ok, finalState, output, violations } = r;
+      process.stdout.write(JSON.stringify({ seed: s, ok, state: finalState, outcome: output?.outcome, exitCode: output?.exitCode, violations }) + '\n');
+      progress.update(t);
     }
+    progress.clear();
+    process.stdout.write(JSON.stringify({ runs: t.runs, held: t.held, violated: t.runs - t.held, outcomes: t.outcomes }) + '\n');
+  } else {
+    t = await simulateSeeds(seed, runs, { config, jobs, onBatch: (sofar) => progress.update(sofar) });
+    progress.clear();
+    const replay = (s: number) => `vmsandbox sim --seed ${s} --trace${values.config ? ` --config ${values.config}` : ''}`;
+    for (const f of t.failures) process.stdout.write(`FAIL seed ${f.seed} (${f.outcome}): ${f.violations.join('; ')}\n  replay: ${replay(f.seed)}\n`);
+    process.stdout.write(summary(t));
   }
-  if (values.json && !values.trace) process.stdout.write(JSON.stringify({ passed, failed }) + '\n');
-  else process.stdout.write(`${passed} passed, ${failed} failed\n`);
-  return failed ? 1 : 0;
+  const s = progress.elapsedMs() / 1000;
+  const used = values.json ? 1 : Math.max(1, Math.min(jobs, runs));
+  process.stderr.write(`vmsandbox sim: ${runs} runs in ${s.toFixed(1)} s (${Math.round(runs / s)} runs/s, ${used} job${used === 1 ? '' : 's'})\n`);
+  return t.held === t.runs ? 0 : 1;
 }

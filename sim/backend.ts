@@ -20,7 +20,6 @@ import type { VirtualClock } from './clock.js';
 import type { FaultPlan, Op } from './faults.js';
 import type { Pidfd, Proc, SimKernel } from './kernel.js';
 import { KernelError, kernelError } from './kernel.js';
-import { withoutStack } from './errors.js';
 import { Prng } from './prng.js';
 
 const CLEANUP_RETRIES = 5;
@@ -441,7 +440,7 @@ export function createSimBackend(
 }
 
 function effectError(op: Op, errno: string, message: string): EffectError {
-  return withoutStack(() => new EffectError(op, errno, message));
+  return new EffectError(op, errno, message);
 }
 
 function aborted(op: Op): EffectError {

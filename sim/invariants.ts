@@ -1,7 +1,7 @@
 // What must hold after every simulated run, whatever the fault plan did. Each check returns the
 // violations it found as sentences an engineer can act on.
 
-import { serviceCgroupPath } from '../config/cgroupLayout.js';
+import { serviceCgroupPath } from '../plan/cgroup.js';
 import type { VmConfig } from '../config/types.js';
 import type { TransitionRecord } from '../machines/observe.js';
 import { exitCodeFor } from '../machines/outcome.js';
@@ -87,7 +87,7 @@ export function checkInvariants(f: RunFacts): string[] {
   // Bounded: setup by setupMs, teardown by stopMs + killMs + cleanup, each with a little slack.
   const running = f.records.find((r) => r.state === 'running');
   if (running && running.at > setupMs + SLACK_MS) v.push(`setup took ${running.at} ms, bound is setupMs ${setupMs} ms`);
-  const teardown = f.records.find((r) => r.state.startsWith('gracefulStop') || r.state === 'timeoutKill');
+  const teardown = f.records.find((r) => r.state.startsWith('gracefulStop') || r.state.startsWith('teardown'));
   if (teardown && f.endedAt !== null) {
     const took = f.endedAt - teardown.at;
     const bound = stopMs + killMs + CLEANUP_MS + SLACK_MS;
@@ -123,7 +123,7 @@ export function checkInvariants(f: RunFacts): string[] {
   // No service ran before its uid drop, Landlock domain and cgroup leaf were in place.
   for (const e of kernel.execs.filter((x) => x.vm === config.name && x.name !== 'vmsandbox-init')) {
     const ran = f.backends?.get(e.by) ?? backend;
-    const degradedFs = ran.landlockReport?.degraded.includes('filesystem rules') ?? false;
+    const degradedFs = ran.landlockReport?.abi === 0;
     const s = config.services.find((x) => x.name === e.name);
     if (!s) {
       v.push(`unknown process ${e.name} exec'd in the VM`);

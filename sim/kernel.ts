@@ -18,7 +18,6 @@
 
 import type { OwnerRecord } from '../effects/owner.js';
 import type { VirtualClock } from './clock.js';
-import { withoutStack } from './errors.js';
 
 export interface ExecRecord {
   at: number;
@@ -113,7 +112,7 @@ export class KernelError extends Error {
 }
 
 export function kernelError(errno: string, message: string): KernelError {
-  return withoutStack(() => new KernelError(errno, message));
+  return new KernelError(errno, message);
 }
 
 export class SimKernel {

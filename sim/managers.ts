@@ -12,13 +12,14 @@
 // Everything they do to the VM's objects is attributed to them in the model kernel, and the
 // invariants check that each action was done by the holder of the VM's lock at that moment.
 
+import type { Actor } from 'xstate';
 import type { VmConfig } from '../config/types.js';
 import type { JournalStore, VmLock } from '../effects/owner.js';
 import { claimVm, describeHolder, describeJournal, journalIsEmpty, phaseOf, type Phase } from '../effects/owner.js';
-import { describeError, type KernelEvent } from '../effects/port.js';
+import { describeError } from '../effects/port.js';
 import type { TransitionRecord } from '../machines/observe.js';
 import { EXIT_CODES, FINISH_REFUSED } from '../machines/outcome.js';
-import type { SandboxOutput } from '../machines/sandbox.js';
+import type { SandboxMachine, SandboxOutput } from '../machines/sandbox.js';
 import { CLEANUP_MS, stopByFrom, WATCHDOG_SLACK_MS } from '../machines/sandbox.js';
 import type { SimBackend } from './backend.js';
 import { createSimBackend } from './backend.js';
@@ -29,18 +30,9 @@ import { planFromSeed } from './faults.js';
 import type { SimKernel } from './kernel.js';
 import type { OwnershipFactory } from './owner.js';
 import { managerPid } from './owner.js';
-import { LeanSignal } from './signal.js';
 
 /** How long the second manager's own run lasts before s6 stops it (s6-svc -d). */
 export const OWN_RUN_MS = 500;
-
-/** What the runner needs of a running machine; an XState actor and a LeanActor both are one. */
-export interface Driven {
-  start(): unknown;
-  send(ev: KernelEvent): void;
-  stop(): unknown;
-  getSnapshot(): { status: string; value: unknown; output?: unknown };
-}
 
 export interface ManagerContext {
   config: VmConfig;
@@ -51,8 +43,8 @@ export interface ManagerContext {
   /** Whether trace lines are kept (the per-step ones are not even built otherwise). */
   tracing: boolean;
   ownership: OwnershipFactory;
-  /** A machine for a manager's own run, on the runner's engine, not started yet. */
-  machineFor(backend: SimBackend, onRecord: (r: TransitionRecord) => void): Driven;
+  /** An actor of the runner's machine for a manager's own run, not started yet. */
+  machineFor(backend: SimBackend, onRecord: (r: TransitionRecord) => void): Actor<SandboxMachine>;
 }
 
 export interface OtherManager {
@@ -154,14 +146,12 @@ async function removeJournalled(ctx: ManagerContext, store: JournalStore, m: Oth
   const j = store.journal();
   const before = { procs: processesIn(kernel, j.cgroup), cgroup: j.cgroup !== null && kernel.cgroups.has(j.cgroup), dir: j.runtimeDir !== null && kernel.dirs.has(j.runtimeDir) };
   const backend = createSimBackend(config, kernel, quietPlan(ctx.plan, []), clock, ctx.tracing ? (l) => ctx.trace(`${m.name}: ${l}`) : ctx.trace, { journal: store, manager: m.id });
-  // The lean engine's kind of signal, which is what the backend sees on bulk runs: one of Node's
-  // here would make its hot paths polymorphic for every run after this one.
-  const bound = new LeanSignal();
+  const bound = new AbortController();
   const timer = clock.schedule(config.timeouts.killMs + CLEANUP_MS, () => bound.abort(new Error('leftover removal took too long')));
   const problems: string[] = [];
   for (const op of ['killAll', 'cleanup'] as const) {
     try {
-      await backend.effects[op]({ config }, bound.asAbortSignal());
+      await backend.effects[op]({ config }, bound.signal);
     } catch (e) {
       problems.push(`${op}: ${describeError(e)}`);
     }

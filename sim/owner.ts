@@ -10,7 +10,6 @@ import type { Claim, Journal, OwnerRecord, OwnershipPort, Phase, VmLock } from '
 import { emptyJournal, recordWorthKeeping } from '../effects/owner.js';
 import { EffectError } from '../effects/port.js';
 import type { VirtualClock } from './clock.js';
-import { withoutStack } from './errors.js';
 import type { LockSlot, SimKernel } from './kernel.js';
 
 /** Managers are host processes outside the model's PID space: manager n has pid 1000 + n. */
@@ -43,7 +42,7 @@ class SimLock implements VmLock {
   }
 
   setJournal(j: Journal): void {
-    if (this.released) throw withoutStack(() => new EffectError('lock', 'EBADF', `the lock of vm ${this.record.vm} was released`));
+    if (this.released) throw new EffectError('lock', 'EBADF', `the lock of vm ${this.record.vm} was released`);
     this.record.journal = j;
   }
 

@@ -7,7 +7,7 @@
 // (cli/run.ts). A plan may add a second manager and a `vmsandbox finish` for the same VM
 // (sim/managers.ts); the runner then keeps the world going until they are done too.
 
-import { createActor } from 'xstate';
+import { createActor, type Actor, type InspectionEvent } from 'xstate';
 import type { VmConfig } from '../config/types.js';
 import { phaseOf, type Phase } from '../effects/owner.js';
 import type { SandboxEffects } from '../effects/port.js';
@@ -19,13 +19,12 @@ import { CLEANUP_MS, sandboxMachine, stopByFrom } from '../machines/sandbox.js';
 import type { SimBackend } from './backend.js';
 import { createSimBackend } from './backend.js';
 import { VirtualClock } from './clock.js';
-import { LeanActor } from './engine.js';
 import { configFromSeed } from './configs.js';
 import type { FaultPlan } from './faults.js';
 import { planFromSeed } from './faults.js';
 import { checkInvariants, leftovers, SLACK_MS } from './invariants.js';
 import { SimKernel } from './kernel.js';
-import type { Driven, ManagerContext } from './managers.js';
+import type { ManagerContext } from './managers.js';
 import { OtherManagers } from './managers.js';
 import type { OwnershipFactory } from './owner.js';
 import { managerPid, simOwnership } from './owner.js';
@@ -37,12 +36,6 @@ export interface SimOptions {
   config?: VmConfig;
   /** A machine to run instead of the product's (tests use mutants to show the checks bite). */
   machine?: SandboxMachine;
-  /**
-   * Which interpreter runs the machine: XState itself (the default, what production runs) or the
-   * lean engine (sim/engine.ts), about 3.8 times faster and checked against XState trace for
-   * trace; bulk runs use it.
-   */
-  engine?: Engine;
   /** Keep the full trace (costs time; off for bulk runs). */
   trace?: boolean;
   /** A hand-written plan instead of the seed's (the demo and targeted tests use this). */
@@ -56,8 +49,6 @@ export interface SimOptions {
   /** The VM lock every manager uses (tests pass a broken one to show the invariants bite). */
   ownership?: OwnershipFactory;
 }
-
-export type Engine = 'xstate' | 'lean';
 
 export interface SimResult {
   seed: number;
@@ -76,7 +67,7 @@ export interface SimResult {
 // have reacted. Draining the microtask queue a fixed number of hops does that at a fraction of
 // the cost of a macrotask turn. The simulator backend settles a synchronous operation within the
 // clock step that runs it, so the longest chain from a result to the machine's reaction is 3 hops
-// (killAll: its wait, the backend's settle, the engine's then); test/sim.test.ts shows 2 hops
+// (killAll: its wait, the backend's settle, XState's then); test/sim.test.ts shows 2 hops
 // change runs and 3 do not, and that the default gives the same traces as setImmediate.
 export const MICROTASK_HOPS = 8;
 /**
@@ -88,39 +79,30 @@ export const MICROTASK_HOPS = 8;
 export const MANAGER_HOPS = 8;
 const macrotask = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-// Building a machine (provide()) costs more than running one, so bulk runs share one bound
-// machine whose effects forward to the current run's backend. Runs are therefore serialized.
-// A second manager's own run (sim/managers.ts) has a shared machine of its own.
-function forwardingTo(target: () => SandboxEffects | null): SandboxEffects {
-  return new Proxy({} as SandboxEffects, {
-    get: (_t, op: keyof SandboxEffects) => (input: never, signal: AbortSignal) => {
-      const effects = target();
-      if (!effects) throw new Error('no simulation is running');
-      return (effects[op] as (i: never, s: AbortSignal) => Promise<unknown>)(input, signal);
-    },
-  });
-}
-let current: SandboxEffects | null = null;
-let currentOther: SandboxEffects | null = null;
-const forwarding = forwardingTo(() => current);
-const forwardingOther = forwardingTo(() => currentOther);
-// Built on first use: lean-only bulk runs (sim --runs, its workers) never need them.
-let sharedMachine: ReturnType<typeof bindEffects> | null = null;
-let sharedOtherMachine: ReturnType<typeof bindEffects> | null = null;
-let lock: Promise<unknown> = Promise.resolve();
+// Building a machine (provide()) costs more than running a lifecycle (binding one per run made
+// runs 1.7 times as slow), so every run of a machine shares one binding: its effects go to the
+// backend registered for the actor's system. Runs share nothing else, so they may interleave.
+const backends = new WeakMap<object, SandboxEffects>();
+const bindings = new WeakMap<SandboxMachine, SandboxMachine>();
 
-export function simulate(seed: number, opts: SimOptions = {}): Promise<SimResult> {
-  const result = lock.then(() => simulateAlone(seed, opts));
-  lock = result.catch(() => undefined);
-  return result;
+/** An actor of `machine` (the product's when not given) whose effects are `effects`, not started. */
+function actorOver(machine: SandboxMachine | undefined, effects: SandboxEffects, options: { input: { config: VmConfig }; clock: VirtualClock; inspect: (ev: InspectionEvent) => void }): Actor<SandboxMachine> {
+  const m = machine ?? sandboxMachine;
+  let bound = bindings.get(m);
+  if (!bound) bindings.set(m, (bound = bindEffects((system) => backends.get(system)!, m)));
+  const actor = createActor(bound, options);
+  backends.set(actor.system, effects);
+  return actor;
 }
 
-async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult> {
+export async function simulate(seed: number, opts: SimOptions = {}): Promise<SimResult> {
   const plan = opts.plan ?? planFromSeed(seed);
   const config = opts.config ?? configFromSeed(seed);
   const clock = new VirtualClock();
   const lines: string[] = [];
-  const trace = opts.trace
+  // Trace lines are not even built for untraced (bulk) runs.
+  const tracing = opts.trace === true;
+  const trace = tracing
     ? (line: string) => lines.push(`${String(clock.now()).padStart(6, '0')} ${line}`)
     : () => undefined;
   const kernel = new SimKernel(clock, plan.landlockAbi, new Set(plan.controllers), trace);
@@ -140,7 +122,7 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
   const inspect = transitionInspector((r) => {
     records.push({ ...r, at: clock.now() });
     opts.onRecord?.(r, clock.now());
-    trace(`state ${r.state} <- ${r.event}${r.reason ? ` (${r.reason})` : ''}`);
+    if (tracing) trace(`state ${r.state} <- ${r.event}${r.reason ? ` (${r.reason})` : ''}`);
     // The lock's record says where the owner is (a new manager waits for one that is stopping;
     // stopping is for good).
     if (phase !== 'stopping') {
@@ -152,18 +134,11 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
     }
   });
   const input = { config };
-  let actor: Driven;
-  if (opts.engine === 'lean') {
-    actor = new LeanActor(opts.machine ?? sandboxMachine, { input, clock, effects: backend.effects, inspect });
-  } else {
-    current = backend.effects;
-    const machine = opts.machine ? bindEffects(backend.effects, opts.machine) : (sharedMachine ??= bindEffects(forwarding));
-    actor = createActor(machine, { input, clock, inspect });
-  }
+  const actor = actorOver(opts.machine, backend.effects, { input, clock, inspect });
   const stopTimes: number[] = [];
   let parentDiedAt: number | null = null;
   const sub = backend.events$.subscribe((ev) => {
-    trace(`event ${ev.type}${'service' in ev ? ` ${ev.service}` : ''}`);
+    if (tracing) trace(`event ${ev.type}${'service' in ev ? ` ${ev.service}` : ''}`);
     // After the end the manager is gone: nothing is listening any more.
     if (actor.getSnapshot().status !== 'active') return;
     if (ev.type === 'STOP_REQUESTED') stopTimes.push(clock.now());
@@ -202,7 +177,7 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
   const endedAt = snap.status === 'done' ? clock.now() : null;
   const finalState = snap.status === 'done' ? String(snap.value) : null;
   const output = snap.status === 'done' ? (snap.output as SandboxOutput) : null;
-  if (output) trace(`end ${finalState} outcome=${output.outcome} exit=${output.exitCode}${output.errors.length ? ` errors=${JSON.stringify(output.errors)}` : ''}`);
+  if (output && tracing) trace(`end ${finalState} outcome=${output.outcome} exit=${output.exitCode}${output.errors.length ? ` errors=${JSON.stringify(output.errors)}` : ''}`);
   // The manager records how it ended and lets go of the VM (cli/run.ts endOwnership). What is
   // still there now, this run left: judged now, before another manager may take the VM over.
   let leftAtEnd: string[] | null = null;
@@ -226,8 +201,6 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
   }
   sub.unsubscribe();
   actor.stop();
-  current = null;
-  currentOther = null;
 
   const backends = others === null ? undefined : backendsOf(others, backend);
   violations.push(
@@ -238,7 +211,7 @@ async function simulateAlone(seed: number, opts: SimOptions): Promise<SimResult>
   return { seed, plan, ok: violations.length === 0, violations, finalState, output, endedAt, trace: lines, managers };
 }
 
-// The other managers' parts of a run live out here, not in simulateAlone: code that only some runs
+// The other managers' parts of a run live out here, not in simulate: code that only some runs
 // take, inside the function every run spends its time in, made V8 compile that function worse for
 // all of them (about 6 % of the throughput, even with other managers in 0.3 % of the plans).
 
@@ -250,10 +223,7 @@ function otherManagers(opts: SimOptions, ctx: Omit<ManagerContext, 'tracing' | '
     tracing: opts.trace === true,
     machineFor: (b, onRecord) => {
       const inspect = transitionInspector(onRecord);
-      if (opts.engine === 'lean') return new LeanActor(opts.machine ?? sandboxMachine, { input, clock, effects: b.effects, inspect });
-      currentOther = b.effects;
-      const machine = opts.machine ? bindEffects(b.effects, opts.machine) : (sharedOtherMachine ??= bindEffects(forwardingOther));
-      return createActor(machine, { input, clock, inspect });
+      return actorOver(opts.machine, b.effects, { input, clock, inspect });
     },
   });
 }
@@ -261,8 +231,8 @@ function otherManagers(opts: SimOptions, ctx: Omit<ManagerContext, 'tracing' | '
 const STUCK = 'machine is stuck: nothing scheduled and no final state';
 const pastDeadlines = (next: number, limit: number) => `machine still running at ${next} ms, past every deadline (${limit} ms)`;
 
-/** The main loop of simulateAlone, for a run with other managers: at least MANAGER_HOPS while one is at work. */
-async function driveWithOthers(actor: Driven, clock: VirtualClock, others: OtherManagers, hardLimit: number, macro: boolean, hops: number): Promise<string | null> {
+/** The main loop of simulate, for a run with other managers: at least MANAGER_HOPS while one is at work. */
+async function driveWithOthers(actor: Actor<SandboxMachine>, clock: VirtualClock, others: OtherManagers, hardLimit: number, macro: boolean, hops: number): Promise<string | null> {
   for (;;) {
     if (macro) await macrotask();
     else for (let i = 0, n = others.busy > 0 ? Math.max(hops, MANAGER_HOPS) : hops; i < n; i++) await null;

@@ -1,7 +1,7 @@
 // Realistic machine bugs, made as mutants of the real machine's config (never committed to it),
 // and one of the VM lock: a manager that does not respect it.
-// test/mutants.test.ts shows the simulator catches each; test/engine.test.ts that the lean engine
-// catches each at the same seed as XState. docs/simulation.md lists them.
+// test/mutants.test.ts shows the simulator catches each, by the first seed docs/simulation.md
+// lists for it.
 
 import { createMachine } from 'xstate';
 import { emptyJournal, type OwnerRecord, type VmLock } from '../effects/owner.js';
@@ -96,7 +96,7 @@ export const mutants: Mutant[] = [
     machine: mutant((c) =>
       edit(c, ['states', 'gracefulStop', 'states', 'vmm', 'on'], (on) => ({
         ...on,
-        SERVICE_EXITED: [{ guard: 'isVmmExit', target: '#vmsandbox.cleanup', actions: 'recordExit' }, { actions: 'recordExit' }],
+        SERVICE_EXITED: [{ guard: 'isVmmExit', target: '#vmsandbox.teardown.cleanup', actions: 'recordExit' }, { actions: 'recordExit' }],
       })),
     ),
     caughtBy: /processes left|cgroups left/,

@@ -37,7 +37,7 @@ describe('simulation over seeds', () => {
     for (const o of ['stopped/stopped', 'stopped/forced', 'stopped/poweredOff', 'failed/setupFailed', 'failed/serviceCrashed', 'failed/parentDied', 'failed/initDied']) {
       expect(outcomes).toContain(o);
     }
-    for (const s of ['setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup', 'setup.launch', 'running', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.services', 'timeoutKill', 'cleanup', 'stopped', 'failed']) {
+    for (const s of ['setup.setupNamespaces', 'setup.mount', 'setup.landlock', 'setup.cgroup', 'setup.launch', 'running', 'gracefulStop.vmm.requesting', 'gracefulStop.vmm.waiting', 'gracefulStop.services', 'teardown.kill', 'teardown.cleanup', 'stopped', 'failed']) {
       expect(states).toContain(s);
     }
   });
@@ -81,26 +81,24 @@ describe('determinism', () => {
       const a = await simulate(seed, { trace: true });
       const b = await simulate(seed, { trace: true });
       expect(a.trace.join('\n')).toBe(b.trace.join('\n'));
-      expect(a.trace.length).toBeGreaterThan(5);
+      expect(a.trace.length).toBeGreaterThan(1);
     }
   });
 
-  it('draining microtasks between steps gives the same runs as a full macrotask turn, on both engines', async () => {
+  it('draining microtasks between steps gives the same runs as a full macrotask turn', async () => {
     for (let seed = 1; seed <= 200; seed++) {
       const b = await simulate(seed, { trace: true, drain: 'macrotask' });
       const a = await simulate(seed, { trace: true, drain: 'microtasks' });
-      const l = await simulate(seed, { trace: true, drain: 'microtasks', engine: 'lean' });
       expect(a.trace, `seed ${seed}`).toEqual(b.trace);
-      expect(l.trace, `seed ${seed}`).toEqual(b.trace);
     }
   });
 
   it(`the drain has margin: ${MICROTASK_HOPS} hops are used, 3 are needed, 2 change runs`, async () => {
     let changed = 0;
     for (let seed = 1; seed <= 100; seed++) {
-      const full = (await simulate(seed, { trace: true, drain: 'macrotask', engine: 'lean' })).trace;
-      expect((await simulate(seed, { trace: true, hops: 3, engine: 'lean' })).trace, `seed ${seed}`).toEqual(full);
-      if ((await simulate(seed, { trace: true, hops: 2, engine: 'lean' })).trace.join('\n') !== full.join('\n')) changed++;
+      const full = (await simulate(seed, { trace: true, drain: 'macrotask' })).trace;
+      expect((await simulate(seed, { trace: true, hops: 3 })).trace, `seed ${seed}`).toEqual(full);
+      if ((await simulate(seed, { trace: true, hops: 2 })).trace.join('\n') !== full.join('\n')) changed++;
     }
     expect(changed).toBeGreaterThan(0);
     expect(MICROTASK_HOPS).toBeGreaterThanOrEqual(6);
@@ -142,7 +140,7 @@ describe('oracles: plans whose outcome is known', () => {
     const strict = { ...config, landlock: { minAbi: 6, allowDegraded: false } };
     const refused = await simulate(0, { config: strict, plan: plan({ landlockAbi: 4 }) });
     expect(refused.output?.outcome).toBe('setupFailed');
-    expect(refused.output?.errors[0]).toMatch(/ABI 4 is below landlock.minAbi 6.*landlock.allowDegraded/);
+    expect(refused.output?.errors[0]).toMatch(/landlock.minAbi: the kernel offers Landlock ABI 4, the config needs 6.*landlock.allowDegraded/);
     expect(refused.violations).toEqual([]);
     const degraded = await simulate(0, { config: { ...strict, landlock: { minAbi: 6, allowDegraded: true } }, plan: plan({ landlockAbi: 4 }) });
     expect(degraded.output?.outcome).toBe('stopped');
@@ -153,7 +151,7 @@ describe('oracles: plans whose outcome is known', () => {
     const limited = { ...config, cgroup: { parent: 'vmsandbox', limits: { 'memory.max': '1G' }, limitsOptional: false } };
     const r = await simulate(0, { config: limited, plan: plan({ controllers: ['pids'] }) });
     expect(r.output?.outcome).toBe('setupFailed');
-    expect(r.output?.errors[0]).toMatch(/memory.max: the memory controller is not available.*cgroup.limitsOptional/);
+    expect(r.output?.errors[0]).toMatch(/cgroup.limits\["memory.max"\]: the memory controller is not available.*cgroup.limitsOptional/);
     expect(r.violations).toEqual([]);
   });
 
