@@ -1,6 +1,5 @@
 // A real sandbox (`bin/vmsandbox run CONFIG`, root) seen by the visualizer: it must appear with its
-// state and its services' pids, and no service may connect to the status socket. Runs once
-// cli/run.ts publishes status (publishStatus); until then it is skipped with the reason.
+// state and its services' pids, and no service may connect to the status socket.
 
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -15,11 +14,7 @@ import { skipReason } from '../linux/helpers/skip.js';
 import { newTestVm, SYSTEM_READ, type TestVm } from '../linux/helpers/vm.js';
 import { chromiumSkipReason, launchChromium, outDir, repoRoot } from './helpers.js';
 
-function reason(): string | null {
-  if (!readFileSync(join(repoRoot, 'cli', 'run.ts'), 'utf8').includes('publishStatus')) return 'cli/run.ts does not publish status yet (publishStatus is not wired in)';
-  return skipReason() ?? chromiumSkipReason();
-}
-const skip = reason();
+const skip = skipReason() ?? chromiumSkipReason();
 if (skip) console.warn(`test/visualizer/real skipped: ${skip}`);
 
 describe.skipIf(skip)('a real sandbox in the visualizer', () => {
