@@ -4,9 +4,9 @@
 // SIGINT forces), parent death delivered once whatever its sources, the watchdog a stopping
 // manager sets on itself, and readiness probed only while the VM runs.
 
-import { createActor, toPromise, type Actor } from 'xstate';
+import { createActor, toPromise, type Actor, type InspectionEvent } from 'xstate';
 import type { VmConfig } from '../config/types.js';
-import type { Backend, KernelEvent } from '../effects/port.js';
+import type { Backend, KernelEvent, SandboxEffects } from '../effects/port.js';
 import type { Refusal } from '../plan/types.js';
 import { bindEffects } from './bindBackend.js';
 import { exitCodeFor } from './outcome.js';
@@ -22,6 +22,12 @@ export interface RunnerClock {
 export interface RunnerHooks {
   /** A machine other than the product's (the simulator's mutants). */
   machine?: SandboxMachine;
+  /**
+   * Make the actor of the machine over these effects (not started). Default: bind the machine to
+   * them (provide()). The simulator binds a machine once for all its runs: provide() costs more
+   * than a simulated lifecycle.
+   */
+  actorFor?: (effects: SandboxEffects, options: ActorOptions) => Actor<SandboxMachine>;
   /** The clock of the machine's delays and of the watchdog. */
   clock?: RunnerClock;
   /** Every state change, as one record (logs, the status socket, the owner's lock phase). */
@@ -51,6 +57,12 @@ export interface SandboxRun {
   readonly refused: Refusal[] | null;
 }
 
+export interface ActorOptions {
+  input: { config: VmConfig };
+  clock?: RunnerClock;
+  inspect?: (ev: InspectionEvent) => void;
+}
+
 const realClock: RunnerClock = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout),
@@ -59,11 +71,14 @@ const realClock: RunnerClock = {
 export function runSandbox(backend: Backend, config: VmConfig, hooks: RunnerHooks = {}): SandboxRun {
   const clock = hooks.clock ?? realClock;
   const planned = backend.plan();
-  const actor = createActor(bindEffects(backend.effects, hooks.machine ?? sandboxMachine), {
+  const options: ActorOptions = {
     input: { config },
-    ...(hooks.clock ? { clock: hooks.clock as never } : {}),
+    ...(hooks.clock ? { clock: hooks.clock } : {}),
     ...(hooks.onRecord ? { inspect: transitionInspector(hooks.onRecord) } : {}),
-  });
+  };
+  const actor = hooks.actorFor
+    ? hooks.actorFor(backend.effects, options)
+    : createActor(bindEffects(backend.effects, hooks.machine ?? sandboxMachine), options as never);
 
   if (!planned.ok) {
     // The host cannot enforce this config: refused before anything exists (exit 111), every
@@ -84,7 +99,8 @@ export function runSandbox(backend: Backend, config: VmConfig, hooks: RunnerHook
   let parentDied = false;
   let ended = false;
   const deliver = (ev: KernelEvent) => {
-    if (ended) return;
+    // After the end the manager is gone: nothing is listening any more.
+    if (ended || actor.getSnapshot().status !== 'active') return;
     if (ev.type === 'PARENT_DIED') {
       // The kernel's parent-death signal and the supervisor's pidfd both report it: once is the fact.
       if (parentDied) return;

@@ -36,6 +36,11 @@ export interface SimBackendOptions {
   journal?: JournalStore;
   /** The manager this backend acts for (1 the first, 2 a second, 3 finish); default 1. */
   manager?: number;
+  /**
+   * Record one line per plan operation executed (`executed`), as the Linux backend always does.
+   * Off by default: bulk runs would spend a sixth of their time building lines nobody reads.
+   */
+  record?: boolean;
 }
 
 /** The model kernel's host facts, as the Linux backend probes them on a real host. */
@@ -70,6 +75,7 @@ export function createSimBackend(
     throw effectError(op, 'EOPNOTSUPP', planned.refusals.map((r) => `${r.field}: ${r.message}`).join('; '));
   };
   const executed: string[] = [];
+  const record = opts.record ? (l: string) => void executed.push(l) : null;
   const cgroupRoot = vmCgroupPath(config);
   const vm = { pidns: null as number | null, mntns: null as number | null, cgroupRoot, domains: new Map<string, number>() };
   const services = new Map<string, { proc: Proc; fd: Pidfd; config: ServiceConfig }>();
@@ -79,7 +85,6 @@ export function createSimBackend(
   // Operations run one at a time (the port's contract); the rest wait here in call order.
   let busy = false;
   const queued: (() => void)[] = [];
-  let stopsSeen = 0;
   let busyLeft = plan.cleanupBusy;
   const waiters: (() => void)[] = [];
   /** When the vmm, having obeyed a stop request, exits (null until it obeys one). */
@@ -97,13 +102,8 @@ export function createSimBackend(
     for (const w of waiters.splice(0)) w();
   });
 
-  // The manager's own signals and its supervisor's death, as the plan has them.
-  plan.stopAt.forEach((at) =>
-    clock.schedule(at, () => {
-      stopsSeen++;
-      events$.next({ type: 'STOP_REQUESTED', signal: 'SIGTERM', force: stopsSeen > 1 });
-    }),
-  );
+  // The supervisor's death, as the plan has it. (The manager's own signals are the runner's:
+  // sim/run.ts turns the plan's stopAt into run.requestStop, as s6's SIGTERM reaches run.ts.)
   if (plan.parentDiesAt !== null) clock.schedule(plan.parentDiesAt, () => events$.next({ type: 'PARENT_DIED' }));
   if (plan.initDiesAt !== null) {
     clock.schedule(plan.initDiesAt, () => {
@@ -227,7 +227,7 @@ export function createSimBackend(
         }
         if (j.cgroup !== cgroup.vm) store.setJournal({ ...j, cgroup: cgroup.vm });
         mkdirCgroupP(cgroup.init);
-        executed.push(line.cgroupDir(cgroup.init));
+        record?.(line.cgroupDir(cgroup.init));
         const pidns = kernel.newNamespace();
         const mntns = kernel.newNamespace();
         // clone3(CLONE_INTO_CGROUP): the init is born in its leaf.
@@ -242,7 +242,7 @@ export function createSimBackend(
         init = { proc, fd: kernel.pidfdOpen(proc.pid) };
         vm.pidns = pidns;
         vm.mntns = mntns;
-        executed.push(line.init(cgroup.init));
+        record?.(line.init(cgroup.init));
         trace(`effect: init started pid ${proc.pid}`);
         return { initPid: proc.pid };
       }),
@@ -261,12 +261,12 @@ export function createSimBackend(
           store.setJournal({ ...j, runtimeDir: dir });
         }
         if (!kernel.dirs.has(dir)) kernel.mkdirDir(dir, config.name, manager);
-        executed.push(line.runtimeDir(dir));
+        record?.(line.runtimeDir(dir));
         // The per-service directories live inside the runtime dir (removed with it).
-        for (const d of plan.dirs) executed.push(line.dir(d));
+        if (record) for (const d of plan.dirs) record(line.dir(d));
         for (const op of plan.mounts) {
           applyMountOp(ns, op);
-          executed.push(line.mount(op));
+          record?.(line.mount(op));
         }
       }),
 
@@ -277,7 +277,7 @@ export function createSimBackend(
         if (landlock.degraded.length) trace(`effect: landlock ABI ${landlock.abi} lacks: ${landlock.degraded.join(', ')}`);
         for (const s of planned) if (s.landlock) vm.domains.set(s.name, kernel.newLandlockDomain());
         landlockReport = { abi: landlock.abi, degraded: landlock.degraded };
-        executed.push(line.landlock(landlock));
+        record?.(line.landlock(landlock));
         return landlockReport;
       }),
 
@@ -286,10 +286,10 @@ export function createSimBackend(
         const { cgroup } = thePlan('createCgroups');
         for (const path of [cgroup.vm, ...cgroup.leaves]) {
           mkdirCgroupP(path);
-          executed.push(line.cgroupDir(path));
+          record?.(line.cgroupDir(path));
         }
         // The plan holds only limits whose controller the kernel offers (the rest refused or skipped).
-        for (const w of cgroup.limits) executed.push(line.limit(w));
+        for (const w of cgroup.limits) record?.(line.limit(w));
       }),
 
     launch: ({ service }, signal) =>
@@ -314,7 +314,7 @@ export function createSimBackend(
         kernel.exec(proc, manager);
         const fd = kernel.pidfdOpen(proc.pid);
         services.set(sp.name, { proc, fd, config: service });
-        executed.push(line.spawn(sp));
+        record?.(line.spawn(sp));
         trace(`effect: launched ${sp.name} pid ${proc.pid} uid ${sp.uid}`);
         scheduleServiceFate(service, proc);
         return { service: sp.name, pid: proc.pid };

@@ -12,14 +12,12 @@
 // Everything they do to the VM's objects is attributed to them in the model kernel, and the
 // invariants check that each action was done by the holder of the VM's lock at that moment.
 
-import type { Actor } from 'xstate';
 import type { VmConfig } from '../config/types.js';
 import type { JournalStore, VmLock } from '../effects/owner.js';
 import { claimVm, describeHolder, describeJournal, journalIsEmpty, phaseOf, type Phase } from '../effects/owner.js';
 import { describeError } from '../effects/port.js';
-import type { TransitionRecord } from '../machines/observe.js';
 import { EXIT_CODES, FINISH_REFUSED } from '../machines/outcome.js';
-import type { SandboxMachine, SandboxOutput } from '../machines/sandbox.js';
+import { runSandbox, type RunnerHooks, type SandboxRun } from '../machines/runner.js';
 import { CLEANUP_MS, stopByFrom, WATCHDOG_SLACK_MS } from '../machines/sandbox.js';
 import type { SimBackend } from './backend.js';
 import { createSimBackend } from './backend.js';
@@ -43,8 +41,8 @@ export interface ManagerContext {
   /** Whether trace lines are kept (the per-step ones are not even built otherwise). */
   tracing: boolean;
   ownership: OwnershipFactory;
-  /** An actor of the runner's machine for a manager's own run, not started yet. */
-  machineFor(backend: SimBackend, onRecord: (r: TransitionRecord) => void): Actor<SandboxMachine>;
+  /** How the runner makes the actor of the simulation's machine (one binding for every run). */
+  actorFor: NonNullable<RunnerHooks['actorFor']>;
 }
 
 export interface OtherManager {
@@ -64,12 +62,12 @@ export interface OtherManager {
  * with the seed's plan's shape: a plan object of another shape reaching the backend makes V8
  * recompile its hot paths for both, which costs every later run.
  */
-function quietPlan(plan: FaultPlan, stopAt: number[]): FaultPlan {
+function quietPlan(plan: FaultPlan): FaultPlan {
   const q = planFromSeed(plan.seed);
   const w = q as unknown as Record<string, unknown>;
   for (const k of Object.keys(demoPlan) as (keyof FaultPlan)[]) if (k !== 'delays' && k !== 'seed') w[k] = demoPlan[k];
   for (const op of Object.keys(q.delays) as Op[]) q.delays[op] = demoPlan.delays[op] ?? 0;
-  q.stopAt = stopAt;
+  q.stopAt = [];
   q.pidReuse = 0;
   return q;
 }
@@ -145,7 +143,7 @@ async function removeJournalled(ctx: ManagerContext, store: JournalStore, m: Oth
   const { config, kernel, clock } = ctx;
   const j = store.journal();
   const before = { procs: processesIn(kernel, j.cgroup), cgroup: j.cgroup !== null && kernel.cgroups.has(j.cgroup), dir: j.runtimeDir !== null && kernel.dirs.has(j.runtimeDir) };
-  const backend = createSimBackend(config, kernel, quietPlan(ctx.plan, []), clock, ctx.tracing ? (l) => ctx.trace(`${m.name}: ${l}`) : ctx.trace, { journal: store, manager: m.id });
+  const backend = createSimBackend(config, kernel, quietPlan(ctx.plan), clock, ctx.tracing ? (l) => ctx.trace(`${m.name}: ${l}`) : ctx.trace, { journal: store, manager: m.id });
   const bound = new AbortController();
   const timer = clock.schedule(config.timeouts.killMs + CLEANUP_MS, () => bound.abort(new Error('leftover removal took too long')));
   const problems: string[] = [];
@@ -203,30 +201,34 @@ async function secondManager(ctx: ManagerContext, m: OtherManager): Promise<numb
 
   // Its own run: the same machine, over a backend of its own journalling into its lock; s6 stops
   // it OWN_RUN_MS after it started.
-  const backend = createSimBackend(config, kernel, quietPlan(ctx.plan, [OWN_RUN_MS]), clock, ctx.tracing ? say : trace, { journal: lock, manager: m.id });
+  let run: SandboxRun | null = null;
+  clock.schedule(OWN_RUN_MS, () => run?.requestStop('SIGTERM'));
+  const backend = createSimBackend(config, kernel, quietPlan(ctx.plan), clock, ctx.tracing ? say : trace, { journal: lock, manager: m.id });
   m.backend = backend;
   let phase: Phase = 'starting';
   let ended!: () => void;
   const end = new Promise<void>((resolve) => (ended = resolve));
-  const actor = ctx.machineFor(backend, (r) => {
-    if (ctx.tracing) say(`state ${r.state} <- ${r.event}${r.reason ? ` (${r.reason})` : ''}`);
-    const now = phaseOf(r.state, phase);
-    if (now !== phase) {
-      phase = now;
-      lock.update({ phase, stopBy: phase === 'stopping' ? stopByFrom(clock.now(), config) : null });
-    }
-    // The snapshot is final once this step has settled.
-    if (r.state === 'stopped' || r.state === 'failed') clock.schedule(0, ended);
+  run = runSandbox(backend, config, {
+    clock,
+    actorFor: ctx.actorFor,
+    onRecord: (r) => {
+      if (ctx.tracing) say(`state ${r.state} <- ${r.event}${r.reason ? ` (${r.reason})` : ''}`);
+      const now = phaseOf(r.state, phase);
+      if (now !== phase) {
+        phase = now;
+        lock.update({ phase, stopBy: phase === 'stopping' ? stopByFrom(clock.now(), config) : null });
+      }
+      // The snapshot is final once this step has settled.
+      if (r.state === 'stopped' || r.state === 'failed') clock.schedule(0, ended);
+    },
+    onEvent: (ev) => {
+      if (ctx.tracing) say(`event ${ev.type}${'service' in ev ? ` ${ev.service}` : ''}`);
+    },
   });
-  const sub = backend.events$.subscribe((ev) => {
-    if (ctx.tracing) say(`event ${ev.type}${'service' in ev ? ` ${ev.service}` : ''}`);
-    if (actor.getSnapshot().status === 'active') actor.send(ev);
-  });
-  actor.start();
-  await end;
-  sub.unsubscribe();
-  const output = actor.getSnapshot().output as SandboxOutput;
-  actor.stop();
+  if (run.refused) say(`refused before setup: ${run.refused.map((r) => `${r.field}: ${r.message}`).join('; ')}`);
+  else await end;
+  const output = await run.done;
+  run.actor.stop();
   endOwnership(lock, output.exitCode, clock.now());
   say(`exit ${output.exitCode}: ${output.outcome}`);
   return output.exitCode;

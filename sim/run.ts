@@ -7,13 +7,13 @@
 // (cli/run.ts). A plan may add a second manager and a `vmsandbox finish` for the same VM
 // (sim/managers.ts); the runner then keeps the world going until they are done too.
 
-import { createActor, type Actor, type InspectionEvent } from 'xstate';
+import { createActor, type Actor } from 'xstate';
 import type { VmConfig } from '../config/types.js';
 import { phaseOf, type Phase } from '../effects/owner.js';
 import type { SandboxEffects } from '../effects/port.js';
 import { bindEffects } from '../machines/bindBackend.js';
 import type { TransitionRecord } from '../machines/observe.js';
-import { transitionInspector } from '../machines/observe.js';
+import { runSandbox, type ActorOptions, type SandboxRun } from '../machines/runner.js';
 import type { SandboxMachine, SandboxOutput } from '../machines/sandbox.js';
 import { CLEANUP_MS, sandboxMachine, stopByFrom } from '../machines/sandbox.js';
 import type { SimBackend } from './backend.js';
@@ -86,7 +86,7 @@ const backends = new WeakMap<object, SandboxEffects>();
 const bindings = new WeakMap<SandboxMachine, SandboxMachine>();
 
 /** An actor of `machine` (the product's when not given) whose effects are `effects`, not started. */
-function actorOver(machine: SandboxMachine | undefined, effects: SandboxEffects, options: { input: { config: VmConfig }; clock: VirtualClock; inspect: (ev: InspectionEvent) => void }): Actor<SandboxMachine> {
+function actorOver(machine: SandboxMachine | undefined, effects: SandboxEffects, options: ActorOptions): Actor<SandboxMachine> {
   const m = machine ?? sandboxMachine;
   let bound = bindings.get(m);
   if (!bound) bindings.set(m, (bound = bindEffects((system) => backends.get(system)!, m)));
@@ -111,6 +111,10 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
   const claim = ownership(kernel, clock, 1).tryClaim(config, { pid: managerPid(1), phase: 'starting' });
   if (!claim.ok) throw new Error(`the first manager found vm ${config.name} taken`);
   const lock = claim.lock;
+  // s6's SIGTERMs, at the plan's times, reach the runner as they reach `vmsandbox run` (scheduled
+  // before the backend's own events, so that ties keep their order).
+  let run: SandboxRun | null = null;
+  for (const at of plan.stopAt) clock.schedule(at, () => run?.requestStop('SIGTERM'));
   const backend = createSimBackend(config, kernel, plan, clock, trace, { journal: lock, manager: 1 });
 
   // The hops are awaited right here: a helper async function would add its own promise and hops
@@ -119,7 +123,7 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
   const hops = opts.hops ?? MICROTASK_HOPS;
   const records: (TransitionRecord & { at: number })[] = [];
   let phase: Phase = 'starting';
-  const inspect = transitionInspector((r) => {
+  const onRecord = (r: TransitionRecord) => {
     records.push({ ...r, at: clock.now() });
     opts.onRecord?.(r, clock.now());
     if (tracing) trace(`state ${r.state} <- ${r.event}${r.reason ? ` (${r.reason})` : ''}`);
@@ -132,31 +136,33 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
         lock.update({ phase, stopBy: phase === 'stopping' ? stopByFrom(clock.now(), config) : null });
       }
     }
-  });
-  const input = { config };
-  const actor = actorOver(opts.machine, backend.effects, { input, clock, inspect });
+  };
   const stopTimes: number[] = [];
   let parentDiedAt: number | null = null;
-  const sub = backend.events$.subscribe((ev) => {
-    if (tracing) trace(`event ${ev.type}${'service' in ev ? ` ${ev.service}` : ''}`);
-    // After the end the manager is gone: nothing is listening any more.
-    if (actor.getSnapshot().status !== 'active') return;
-    if (ev.type === 'STOP_REQUESTED') stopTimes.push(clock.now());
-    if (ev.type === 'PARENT_DIED') parentDiedAt ??= clock.now();
-    actor.send(ev);
-  });
   // The plan's other managers for this VM, at their times (most plans have none).
   const others = plan.secondManagerAt != null || plan.finishAt != null ? otherManagers(opts, { config, kernel, clock, plan, trace, ownership }) : null;
-  actor.start();
+  // The runner `vmsandbox run` uses (machines/runner.ts), in virtual time.
+  run = runSandbox(backend, config, {
+    clock,
+    onRecord,
+    actorFor: (effects, options) => actorOver(opts.machine, effects, options),
+    onEvent: (ev) => {
+      if (tracing) trace(`event ${ev.type}${'service' in ev ? ` ${ev.service}` : ''}`);
+      if (ev.type === 'STOP_REQUESTED') stopTimes.push(clock.now());
+      if (ev.type === 'PARENT_DIED') parentDiedAt ??= clock.now();
+    },
+  });
+  const actor = run.actor;
+  if (run.refused && tracing) trace(`refused before setup: ${run.refused.map((r) => `${r.field}: ${r.message}`).join('; ')}`);
 
   const lastTrigger = Math.max(config.timeouts.setupMs, ...plan.stopAt);
   const { stopMs, killMs } = config.timeouts;
   const hardLimit = lastTrigger + stopMs + killMs + CLEANUP_MS + SLACK_MS * 10;
   const violations: string[] = [];
   if (others !== null) {
-    const stuck = await driveWithOthers(actor, clock, others, hardLimit, macro, hops);
+    const stuck = run.refused ? null : await driveWithOthers(actor, clock, others, hardLimit, macro, hops);
     if (stuck) violations.push(stuck);
-  } else {
+  } else if (!run.refused) {
     for (;;) {
       if (macro) await macrotask();
       else for (let i = 0; i < hops; i++) await null;
@@ -174,9 +180,10 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
     }
   }
   const snap = actor.getSnapshot();
-  const endedAt = snap.status === 'done' ? clock.now() : null;
-  const finalState = snap.status === 'done' ? String(snap.value) : null;
-  const output = snap.status === 'done' ? (snap.output as SandboxOutput) : null;
+  // A refused plan ends the run before the machine starts (exit 111), as in `vmsandbox run`.
+  const endedAt = snap.status === 'done' || run.refused ? clock.now() : null;
+  const finalState = snap.status === 'done' ? String(snap.value) : run.refused ? 'failed' : null;
+  const output = snap.status === 'done' ? (snap.output as SandboxOutput) : run.refused ? await run.done : null;
   if (output && tracing) trace(`end ${finalState} outcome=${output.outcome} exit=${output.exitCode}${output.errors.length ? ` errors=${JSON.stringify(output.errors)}` : ''}`);
   // The manager records how it ended and lets go of the VM (cli/run.ts endOwnership). What is
   // still there now, this run left: judged now, before another manager may take the VM over.
@@ -199,7 +206,6 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
     trace(`manager 1 (pid ${managerPid(1)}): exit ${output.exitCode}, lock of vm ${config.name} released`);
     violations.push(...(await othersAftermath(others, clock, until, macro, hops)));
   }
-  sub.unsubscribe();
   actor.stop();
 
   const backends = others === null ? undefined : backendsOf(others, backend);
@@ -215,16 +221,11 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
 // take, inside the function every run spends its time in, made V8 compile that function worse for
 // all of them (about 6 % of the throughput, even with other managers in 0.3 % of the plans).
 
-function otherManagers(opts: SimOptions, ctx: Omit<ManagerContext, 'tracing' | 'machineFor'>): OtherManagers {
-  const { clock } = ctx;
-  const input = { config: ctx.config };
+function otherManagers(opts: SimOptions, ctx: Omit<ManagerContext, 'tracing' | 'actorFor'>): OtherManagers {
   return new OtherManagers({
     ...ctx,
     tracing: opts.trace === true,
-    machineFor: (b, onRecord) => {
-      const inspect = transitionInspector(onRecord);
-      return actorOver(opts.machine, b.effects, { input, clock, inspect });
-    },
+    actorFor: (effects, options) => actorOver(opts.machine, effects, options),
   });
 }
 

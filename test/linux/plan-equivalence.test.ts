@@ -75,7 +75,7 @@ describe('the simulator and the Linux backend execute the same plan', () => {
     // In the simulator, given the same facts.
     const clock = new VirtualClock();
     const kernel = new SimKernel(clock, facts.landlockAbi, new Set(facts.cgroupControllers), () => undefined);
-    const backend = createSimBackend(config, kernel, { ...demoPlan, stopAt: [], pidReuse: 0 }, clock, () => undefined);
+    const backend = createSimBackend(config, kernel, { ...demoPlan, stopAt: [], pidReuse: 0 }, clock, () => undefined, { record: true });
     const sim = runSandbox(backend, config, { clock });
     await drive(clock, sim, () => sim.actor.getSnapshot().matches('running'));
     const simulated = [...backend.executed];
