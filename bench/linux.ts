@@ -277,7 +277,9 @@ async function backendRun(i: number, series: Series): Promise<void> {
     services: [svc('virtiofsd', false), svc('vmm', true)],
   };
   const backend = createLinuxBackend(config);
-  const actor = createActor(bindEffects(timed(backend.effects, series)), { input: { config } });
+  const planned = backend.plan();
+  if (!planned.ok) throw new Error(`bench config refused on this host: ${JSON.stringify(planned.refusals)}`);
+  const actor = createActor(bindEffects(timed(backend.effects, series)), { input: { config, plan: planned.plan } });
   const sub = backend.events$.subscribe((e) => actor.send(e));
   const t0 = performance.now();
   let tRunning = 0;

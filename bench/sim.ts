@@ -31,6 +31,7 @@ import { configFromSeed } from '../sim/configs.js';
 import type { Executor } from '../sim/parallel.js';
 import { workerPool } from '../sim/parallel.js';
 import { runBatch } from '../sim/tally.js';
+import { mustPlan } from '../plan/index.js';
 
 /** A million seeds within 10 minutes with two jobs (issue 11). */
 const GOAL = 1e6 / 600;
@@ -64,7 +65,9 @@ const hop = async (n: number) => {
 async function bareLifecycle(i: number): Promise<void> {
   const config = configFromSeed(i);
   const vmm = config.services.find((s) => s.vmm)!.name;
-  const actor = createActor(bareMachine, { input: { config } });
+  // Planned as the simulator plans (from a capable model kernel's facts), so both sides include it.
+  const plan = mustPlan(config, { landlockAbi: 7, cgroupControllers: ['memory', 'pids', 'cpu', 'io'] });
+  const actor = createActor(bareMachine, { input: { config, plan } });
   actor.start();
   await hop(16);
   actor.send({ type: 'STOP_REQUESTED', signal: 'SIGTERM', force: false });

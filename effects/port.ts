@@ -12,12 +12,41 @@
 // - Failures reject with an EffectError carrying the syscall-level reason (errno name).
 
 import type { Observable } from 'rxjs';
-import type { ServiceConfig, VmConfig } from '../config/types.js';
-import type { PlanResult } from '../plan/types.js';
+import type { StopMethod } from '../config/types.js';
+import type { CgroupPlan, DirPlan, PlanResult, SandboxPlan, ServicePlan } from '../plan/types.js';
+import type { MountOp } from '../plan/mounts.js';
 
-export interface EffectInput {
-  config: VmConfig;
+// Each operation's input is its slice of the plan (plan/types.ts), taken by the machine from its
+// context: what the operation does is what the plan says, visible in the machine and its logs.
+export interface NamespacesInput {
+  cgroup: Pick<CgroupPlan, 'vm' | 'init'>;
 }
+export interface MountInput {
+  runtimeDir: string;
+  dirs: DirPlan[];
+  mounts: MountOp[];
+}
+export interface LandlockInput {
+  landlock: SandboxPlan['landlock'];
+  services: ServicePlan[];
+}
+export interface CgroupsInput {
+  cgroup: CgroupPlan;
+}
+export interface LaunchInput {
+  service: ServicePlan;
+}
+export interface StopInput {
+  /** The vmm's name and how to ask it to stop. */
+  vmm: string;
+  stop: StopMethod;
+}
+export interface OthersInput {
+  /** The vmm's name: terminateServices signals every other service. */
+  vmm: string;
+}
+/** killAll and cleanup act on the VM's journal (effects/owner.ts), not on the plan. */
+export type JournalInput = Record<string, never>;
 
 export interface LaunchResult {
   service: string;
@@ -33,23 +62,23 @@ export interface LandlockReport {
 
 export interface SandboxEffects {
   /** Start the sandbox's PID 1 in a new PID + mount namespace. */
-  createNamespaces(input: EffectInput, signal: AbortSignal): Promise<{ initPid: number }>;
+  createNamespaces(input: NamespacesInput, signal: AbortSignal): Promise<{ initPid: number }>;
   /** Build the sandbox's mount tree (read-only root, /proc, /sys, /dev, runtime dir, storage). */
-  mount(input: EffectInput, signal: AbortSignal): Promise<void>;
+  mount(input: MountInput, signal: AbortSignal): Promise<void>;
   /** Probe the Landlock ABI and prepare one ruleset per service (enforced at exec). */
-  prepareLandlock(input: EffectInput, signal: AbortSignal): Promise<LandlockReport>;
+  prepareLandlock(input: LandlockInput, signal: AbortSignal): Promise<LandlockReport>;
   /** Create the VM's cgroup and one leaf per service, with limits written. */
-  createCgroups(input: EffectInput, signal: AbortSignal): Promise<void>;
+  createCgroups(input: CgroupsInput, signal: AbortSignal): Promise<void>;
   /** Launch one service: own uid, mounts, caps, Landlock and cgroup leaf in place before exec. */
-  launch(input: EffectInput & { service: ServiceConfig }, signal: AbortSignal): Promise<LaunchResult>;
+  launch(input: LaunchInput, signal: AbortSignal): Promise<LaunchResult>;
   /** Ask the vmm to shut the VM down gracefully (its configured stop method). */
-  requestStop(input: EffectInput, signal: AbortSignal): Promise<void>;
+  requestStop(input: StopInput, signal: AbortSignal): Promise<void>;
   /** SIGTERM every live service other than the vmm; resolves when all of them have exited. */
-  terminateServices(input: EffectInput, signal: AbortSignal): Promise<void>;
+  terminateServices(input: OthersInput, signal: AbortSignal): Promise<void>;
   /** cgroup.kill, SIGKILL the init, and wait until nothing of the VM runs any more. */
-  killAll(input: EffectInput, signal: AbortSignal): Promise<void>;
+  killAll(input: JournalInput, signal: AbortSignal): Promise<void>;
   /** Remove the VM's cgroups and runtime directory (bounded retries). Idempotent. */
-  cleanup(input: EffectInput, signal: AbortSignal): Promise<void>;
+  cleanup(input: JournalInput, signal: AbortSignal): Promise<void>;
 }
 
 export type KernelEvent =

@@ -11,7 +11,7 @@ import type { Refusal } from '../plan/types.js';
 import { bindEffects } from './bindBackend.js';
 import { exitCodeFor } from './outcome.js';
 import { transitionInspector, type TransitionRecord } from './observe.js';
-import { sandboxMachine, stopBoundMs, WATCHDOG_SLACK_MS, type SandboxMachine, type SandboxOutput } from './sandbox.js';
+import { sandboxMachine, stopBoundMs, WATCHDOG_SLACK_MS, type SandboxInput, type SandboxMachine, type SandboxOutput } from './sandbox.js';
 
 /** Timers in the machine's time: real time by default, the simulator's virtual clock in it. */
 export interface RunnerClock {
@@ -46,7 +46,8 @@ export interface RunnerHooks {
 }
 
 export interface SandboxRun {
-  readonly actor: Actor<SandboxMachine>;
+  /** The machine's actor; null when the plan was refused (no machine ever ran). */
+  readonly actor: Actor<SandboxMachine> | null;
   /** A stop request by signal: the first SIGTERM asks for a graceful stop, a second one or a SIGINT forces it. */
   requestStop(signal: 'SIGTERM' | 'SIGINT'): void;
   /** An event from a source outside the backend (the supervisor's pidfd). */
@@ -58,7 +59,7 @@ export interface SandboxRun {
 }
 
 export interface ActorOptions {
-  input: { config: VmConfig };
+  input: SandboxInput;
   clock?: RunnerClock;
   inspect?: (ev: InspectionEvent) => void;
 }
@@ -71,22 +72,21 @@ const realClock: RunnerClock = {
 export function runSandbox(backend: Backend, config: VmConfig, hooks: RunnerHooks = {}): SandboxRun {
   const clock = hooks.clock ?? realClock;
   const planned = backend.plan();
+  if (!planned.ok) {
+    // The host cannot enforce this config: refused before anything exists (exit 111), every
+    // refusal with its field, as `vmsandbox check` reports them.
+    const errors = planned.refusals.map((r) => `${r.field}: ${r.message}`);
+    const output: SandboxOutput = { outcome: 'setupFailed', exitCode: exitCodeFor('setupFailed', false), errors, teardownFailed: false, stopRequests: 0 };
+    return { actor: null, requestStop: () => undefined, deliver: () => undefined, done: Promise.resolve(output), refused: planned.refusals };
+  }
   const options: ActorOptions = {
-    input: { config },
+    input: { config, plan: planned.plan },
     ...(hooks.clock ? { clock: hooks.clock } : {}),
     ...(hooks.onRecord ? { inspect: transitionInspector(hooks.onRecord) } : {}),
   };
   const actor = hooks.actorFor
     ? hooks.actorFor(backend.effects, options)
     : createActor(bindEffects(backend.effects, hooks.machine ?? sandboxMachine), options as never);
-
-  if (!planned.ok) {
-    // The host cannot enforce this config: refused before anything exists (exit 111), every
-    // refusal with its field, as `vmsandbox check` reports them.
-    const errors = planned.refusals.map((r) => `${r.field}: ${r.message}`);
-    const output: SandboxOutput = { outcome: 'setupFailed', exitCode: exitCodeFor('setupFailed', false), errors, teardownFailed: false, stopRequests: 0 };
-    return { actor, requestStop: () => undefined, deliver: () => undefined, done: Promise.resolve(output), refused: planned.refusals };
-  }
 
   let watchdog: unknown = null;
   const startWatchdog = () => {

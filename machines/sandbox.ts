@@ -13,7 +13,20 @@
 import { and, assign, fromPromise, setup } from 'xstate';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
 import { vmmOf } from '../config/types.js';
-import type { KernelEvent, LandlockReport, LaunchResult } from '../effects/port.js';
+import type {
+  CgroupsInput,
+  JournalInput,
+  KernelEvent,
+  LandlockInput,
+  LandlockReport,
+  LaunchInput,
+  LaunchResult,
+  MountInput,
+  NamespacesInput,
+  OthersInput,
+  StopInput,
+} from '../effects/port.js';
+import type { SandboxPlan } from '../plan/types.js';
 import { describeError } from '../effects/port.js';
 import type { Outcome } from './outcome.js';
 import { exitCodeFor } from './outcome.js';
@@ -48,11 +61,12 @@ export const STOP_REPEAT_MS = 1000;
 
 export interface SandboxContext {
   config: VmConfig;
+  /** What setup does, decided before the machine starts (plan/index.ts); each effect gets its slice. */
+  plan: SandboxPlan;
   /** Services in launch order: the others in config order, the vmm last. */
   order: string[];
   /** Index into order of the next service to launch. */
   next: number;
-  initPid: number | null;
   /** Live services by name (pid), as launched and not yet reported exited. */
   pids: Record<string, number>;
   landlock: LandlockReport | null;
@@ -70,12 +84,7 @@ export type SandboxEvent = KernelEvent;
 
 export interface SandboxInput {
   config: VmConfig;
-}
-
-function launchOrder(config: VmConfig): string[] {
-  const others = config.services.filter((s) => !s.vmm).map((s) => s.name);
-  const vmm = config.services.filter((s) => s.vmm).map((s) => s.name);
-  return [...others, ...vmm];
+  plan: SandboxPlan;
 }
 
 function serviceNamed(config: VmConfig, name: string): ServiceConfig | undefined {
@@ -92,7 +101,8 @@ function describeExit(e: { code: number | null; signal: string | null }): string
   return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
 }
 
-type EffectIn = { config: VmConfig };
+// Each effect's input is its slice of the plan (effects/port.ts).
+type NoInput = JournalInput;
 
 /** An effect slot the machine names; a backend fills it through provide() (bindBackend.ts). */
 function placeholder<O, I>(op: string) {
@@ -108,15 +118,15 @@ export const sandboxMachine = setup({
     input: {} as SandboxInput,
   },
   actors: {
-    createNamespaces: placeholder<{ initPid: number }, EffectIn>('createNamespaces'),
-    mount: placeholder<void, EffectIn>('mount'),
-    prepareLandlock: placeholder<LandlockReport, EffectIn>('prepareLandlock'),
-    createCgroups: placeholder<void, EffectIn>('createCgroups'),
-    launch: placeholder<LaunchResult, EffectIn & { service: ServiceConfig }>('launch'),
-    requestStop: placeholder<void, EffectIn>('requestStop'),
-    terminateServices: placeholder<void, EffectIn>('terminateServices'),
-    killAll: placeholder<void, EffectIn>('killAll'),
-    cleanup: placeholder<void, EffectIn>('cleanup'),
+    createNamespaces: placeholder<{ initPid: number }, NamespacesInput>('createNamespaces'),
+    mount: placeholder<void, MountInput>('mount'),
+    prepareLandlock: placeholder<LandlockReport, LandlockInput>('prepareLandlock'),
+    createCgroups: placeholder<void, CgroupsInput>('createCgroups'),
+    launch: placeholder<LaunchResult, LaunchInput>('launch'),
+    requestStop: placeholder<void, StopInput>('requestStop'),
+    terminateServices: placeholder<void, OthersInput>('terminateServices'),
+    killAll: placeholder<void, NoInput>('killAll'),
+    cleanup: placeholder<void, NoInput>('cleanup'),
   },
   delays: {
     setupDeadline: ({ context }) => context.config.timeouts.setupMs,
@@ -207,9 +217,9 @@ export const sandboxMachine = setup({
   id: 'vmsandbox',
   context: ({ input }) => ({
     config: input.config,
-    order: launchOrder(input.config),
+    plan: input.plan,
+    order: input.plan.services.map((s) => s.name),
     next: 0,
-    initPid: null,
     pids: {},
     landlock: null,
     outcome: null,
@@ -254,8 +264,8 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'createNamespaces',
             src: 'createNamespaces',
-            input: ({ context }) => ({ config: context.config }),
-            onDone: { target: 'mount', actions: assign({ initPid: ({ event }) => event.output.initPid }) },
+            input: ({ context }) => ({ cgroup: context.plan.cgroup }),
+            onDone: { target: 'mount', actions: assign({ reason: ({ event }) => `sandbox init started (pid ${event.output.initPid})` }) },
             onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'setupNamespaces', setup: true } } },
           },
         },
@@ -264,7 +274,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'mount',
             src: 'mount',
-            input: ({ context }) => ({ config: context.config }),
+            input: ({ context }) => ({ runtimeDir: context.plan.runtimeDir, dirs: context.plan.dirs, mounts: context.plan.mounts }),
             onDone: 'landlock',
             onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'mount', setup: true } } },
           },
@@ -274,7 +284,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'prepareLandlock',
             src: 'prepareLandlock',
-            input: ({ context }) => ({ config: context.config }),
+            input: ({ context }) => ({ landlock: context.plan.landlock, services: context.plan.services }),
             onDone: { target: 'cgroup', actions: assign({ landlock: ({ event }) => event.output }) },
             onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'landlock', setup: true } } },
           },
@@ -284,7 +294,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'createCgroups',
             src: 'createCgroups',
-            input: ({ context }) => ({ config: context.config }),
+            input: ({ context }) => ({ cgroup: context.plan.cgroup }),
             onDone: 'launch',
             onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'cgroup', setup: true } } },
           },
@@ -294,10 +304,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'launch',
             src: 'launch',
-            input: ({ context }) => ({
-              config: context.config,
-              service: serviceNamed(context.config, context.order[context.next]!)!,
-            }),
+            input: ({ context }) => ({ service: context.plan.services[context.next]! }),
             onDone: {
               target: 'launched',
               actions: assign(({ context, event }) => ({
@@ -393,7 +400,7 @@ export const sandboxMachine = setup({
               invoke: {
                 id: 'requestStop',
                 src: 'requestStop',
-                input: ({ context }) => ({ config: context.config }),
+                input: ({ context }) => ({ vmm: vmmOf(context.config).name, stop: context.plan.stop }),
                 onDone: { target: 'waiting', actions: 'stopRequestSent' },
                 onError: [
                   // The first request failing means the stop cannot be asked for at all: force it.
@@ -416,7 +423,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'terminateServices',
             src: 'terminateServices',
-            input: ({ context }) => ({ config: context.config }),
+            input: ({ context }) => ({ vmm: vmmOf(context.config).name }),
             onDone: '#vmsandbox.teardown',
             onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'terminateServices', setup: false } } },
           },
@@ -437,7 +444,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'killAll',
             src: 'killAll',
-            input: ({ context }) => ({ config: context.config }),
+            input: () => ({}),
             onDone: { target: 'cleanup', actions: assign({ pids: {} }) },
             onError: { target: 'cleanup', actions: [{ type: 'effectFailed', params: { step: 'killAll', setup: false } }, assign({ teardownFailed: true })] },
           },
@@ -461,7 +468,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'cleanup',
             src: 'cleanup',
-            input: ({ context }) => ({ config: context.config }),
+            input: () => ({}),
             onDone: '#vmsandbox.done',
             onError: { target: '#vmsandbox.done', actions: [{ type: 'effectFailed', params: { step: 'cleanup', setup: false } }, assign({ teardownFailed: true })] },
           },

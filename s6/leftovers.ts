@@ -62,7 +62,7 @@ export async function removeLeftovers(config: VmConfig, store: JournalStore, log
       const bound = AbortSignal.timeout(config.timeouts.killMs + 2000);
       for (const op of ['killAll', 'cleanup'] as const) {
         try {
-          await backend.effects[op]({ config }, bound);
+          await backend.effects[op]({}, bound);
         } catch (e) {
           problems.push(`${op}: ${(e as Error).message}`);
         }

@@ -125,7 +125,7 @@ export async function runMain(argv: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof SupervisorError)) throw e;
     await status.close();
-    await backend.effects.cleanup({ config }, AbortSignal.timeout(CLEANUP_MS)).catch((c: Error) => log.warn({ detail: c.message }, c.message));
+    await backend.effects.cleanup({}, AbortSignal.timeout(CLEANUP_MS)).catch((c: Error) => log.warn({ detail: c.message }, c.message));
     backend.dispose();
     log.error({ exitCode: EXIT_CODES.configInvalid }, e.message);
     endOwnership(lock, EXIT_CODES.configInvalid);

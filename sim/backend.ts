@@ -7,11 +7,9 @@
 
 import { Subject } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
-import { vmmOf } from '../config/types.js';
 import { vmCgroupPath } from '../plan/cgroup.js';
 import { planSandbox } from '../plan/index.js';
 import { line } from '../plan/record.js';
-import type { SandboxPlan, ServicePlan } from '../plan/types.js';
 import { MS, type MountOp } from '../plan/mounts.js';
 import type { Backend, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../effects/port.js';
 import { EffectError } from '../effects/port.js';
@@ -67,13 +65,9 @@ export function createSimBackend(
   const store = opts.journal ?? memoryJournal();
   const manager = opts.manager ?? 1;
   const events$ = new Subject<KernelEvent>();
-  // The plan from the model kernel's facts, as `run` plans from the host's. A refused plan
-  // fails the first setup step (run refuses it earlier, in its preflight: same refusals).
+  // The plan from the model kernel's facts, as `run` plans from the host's: the runner refuses
+  // a refused one before the machine starts, and each effect gets its slice of it as input.
   const planned = planSandbox(config, simHostFacts(kernel));
-  const thePlan = (op: Op): SandboxPlan => {
-    if (planned.ok) return planned.plan;
-    throw effectError(op, 'EOPNOTSUPP', planned.refusals.map((r) => `${r.field}: ${r.message}`).join('; '));
-  };
   const executed: string[] = [];
   const record = opts.record ? (l: string) => void executed.push(l) : null;
   const cgroupRoot = vmCgroupPath(config);
@@ -213,9 +207,8 @@ export function createSimBackend(
   }
 
   const effects: SandboxEffects = {
-    createNamespaces: (_input, signal) =>
+    createNamespaces: ({ cgroup }, signal) =>
       run('createNamespaces', signal, () => {
-        const { cgroup } = thePlan('createNamespaces');
         // The VM's cgroup: journalled before it is created; one no run of this VM created is refused,
         // one an earlier run left populated too (its teardown did not finish).
         const j = store.journal();
@@ -247,9 +240,9 @@ export function createSimBackend(
         return { initPid: proc.pid };
       }),
 
-    mount: (_input, signal) =>
+    mount: (plan, signal) =>
       run('mount', signal, () => {
-        const plan = thePlan('mount');
+
         const ns = requireInit('mount').mntns;
         // The runtime directory: journalled before it is created; one no run of this VM created is refused.
         const dir = plan.runtimeDir;
@@ -270,10 +263,9 @@ export function createSimBackend(
         }
       }),
 
-    prepareLandlock: (_input, signal) =>
+    prepareLandlock: ({ landlock, services: planned }, signal) =>
       run('prepareLandlock', signal, () => {
         // The ABI was decided by the plan; one ruleset (domain) per service, enforced at its exec.
-        const { landlock, services: planned } = thePlan('prepareLandlock');
         if (landlock.degraded.length) trace(`effect: landlock ABI ${landlock.abi} lacks: ${landlock.degraded.join(', ')}`);
         for (const s of planned) if (s.landlock) vm.domains.set(s.name, kernel.newLandlockDomain());
         landlockReport = { abi: landlock.abi, degraded: landlock.degraded };
@@ -281,9 +273,8 @@ export function createSimBackend(
         return landlockReport;
       }),
 
-    createCgroups: (_input, signal) =>
+    createCgroups: ({ cgroup }, signal) =>
       run('createCgroups', signal, () => {
-        const { cgroup } = thePlan('createCgroups');
         for (const path of [cgroup.vm, ...cgroup.leaves]) {
           mkdirCgroupP(path);
           record?.(line.cgroupDir(path));
@@ -292,11 +283,12 @@ export function createSimBackend(
         for (const w of cgroup.limits) record?.(line.limit(w));
       }),
 
-    launch: ({ service }, signal) =>
+    launch: ({ service: sp }, signal) =>
       run('launch', signal, (): LaunchResult => {
         const parent = requireInit('launch');
-        const sp: ServicePlan | undefined = thePlan('launch').services.find((x) => x.name === service.name);
-        if (!sp) throw effectError('launch', 'EINVAL', `service ${service.name} is not in the plan`);
+        // How the model process behaves (its stop signal, its fate in the fault plan) is the config's.
+        const service = config.services.find((x) => x.name === sp.name);
+        if (!service) throw effectError('launch', 'EINVAL', `service ${sp.name} is not in vm ${config.name}'s config`);
         const domain = vm.domains.get(sp.name) ?? null;
         if (sp.landlock !== null && domain === null) {
           throw effectError('launch', 'EINVAL', `no Landlock ruleset prepared for ${sp.name}`);
@@ -320,9 +312,9 @@ export function createSimBackend(
         return { service: sp.name, pid: proc.pid };
       }),
 
-    requestStop: (_input, signal) =>
+    requestStop: ({ vmm: vmmName }, signal) =>
       run('requestStop', signal, () => {
-        const vmm = services.get(vmmOf(config).name);
+        const vmm = services.get(vmmName);
         if (!vmm?.proc.alive) return;
         const method = vmm.config.stop;
         if ('signal' in method) kernel.pidfdSignal(vmm.fd, method.signal, manager);

@@ -149,7 +149,7 @@ async function removeJournalled(ctx: ManagerContext, store: JournalStore, m: Oth
   const problems: string[] = [];
   for (const op of ['killAll', 'cleanup'] as const) {
     try {
-      await backend.effects[op]({ config }, bound.signal);
+      await backend.effects[op]({}, bound.signal);
     } catch (e) {
       problems.push(`${op}: ${describeError(e)}`);
     }
@@ -228,7 +228,7 @@ async function secondManager(ctx: ManagerContext, m: OtherManager): Promise<numb
   if (run.refused) say(`refused before setup: ${run.refused.map((r) => `${r.field}: ${r.message}`).join('; ')}`);
   else await end;
   const output = await run.done;
-  run.actor.stop();
+  run.actor?.stop();
   endOwnership(lock, output.exitCode, clock.now());
   say(`exit ${output.exitCode}: ${output.outcome}`);
   return output.exitCode;

@@ -159,10 +159,12 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
   const { stopMs, killMs } = config.timeouts;
   const hardLimit = lastTrigger + stopMs + killMs + CLEANUP_MS + SLACK_MS * 10;
   const violations: string[] = [];
-  if (others !== null) {
-    const stuck = run.refused ? null : await driveWithOthers(actor, clock, others, hardLimit, macro, hops);
+  if (actor === null) {
+    // A refused plan: no machine ran.
+  } else if (others !== null) {
+    const stuck = await driveWithOthers(actor, clock, others, hardLimit, macro, hops);
     if (stuck) violations.push(stuck);
-  } else if (!run.refused) {
+  } else {
     for (;;) {
       if (macro) await macrotask();
       else for (let i = 0; i < hops; i++) await null;
@@ -179,11 +181,12 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
       clock.step();
     }
   }
-  const snap = actor.getSnapshot();
   // A refused plan ends the run before the machine starts (exit 111), as in `vmsandbox run`.
-  const endedAt = snap.status === 'done' || run.refused ? clock.now() : null;
-  const finalState = snap.status === 'done' ? String(snap.value) : run.refused ? 'failed' : null;
-  const output = snap.status === 'done' ? (snap.output as SandboxOutput) : run.refused ? await run.done : null;
+  const snap = actor?.getSnapshot() ?? null;
+  const done = snap === null || snap.status === 'done';
+  const endedAt = done ? clock.now() : null;
+  const finalState = snap === null ? 'failed' : snap.status === 'done' ? String(snap.value) : null;
+  const output = snap === null ? await run.done : snap.status === 'done' ? (snap.output as SandboxOutput) : null;
   if (output && tracing) trace(`end ${finalState} outcome=${output.outcome} exit=${output.exitCode}${output.errors.length ? ` errors=${JSON.stringify(output.errors)}` : ''}`);
   // The manager records how it ended and lets go of the VM (cli/run.ts endOwnership). What is
   // still there now, this run left: judged now, before another manager may take the VM over.
@@ -206,7 +209,7 @@ export async function simulate(seed: number, opts: SimOptions = {}): Promise<Sim
     trace(`manager 1 (pid ${managerPid(1)}): exit ${output.exitCode}, lock of vm ${config.name} released`);
     violations.push(...(await othersAftermath(others, clock, until, macro, hops)));
   }
-  actor.stop();
+  actor?.stop();
 
   const backends = others === null ? undefined : backendsOf(others, backend);
   violations.push(

@@ -7,6 +7,10 @@ import { stateString } from '../machines/observe.js';
 import { EXIT_CODES } from '../machines/outcome.js';
 import type { SandboxEvent } from '../machines/sandbox.js';
 import { sandboxMachine, STOP_REPEAT_MS } from '../machines/sandbox.js';
+import { mustPlan } from '../plan/index.js';
+
+/** Every controller and the newest Landlock ABI: the plan as a fully capable host makes it. */
+const planOf = (c: Parameters<typeof mustPlan>[0]) => mustPlan(c, { landlockAbi: 7, cgroupControllers: ['cpu', 'io', 'memory', 'pids'] });
 
 type Snap = ReturnType<typeof initialTransition<typeof sandboxMachine>>[0];
 
@@ -35,7 +39,7 @@ const PARENT: SandboxEvent = { type: 'PARENT_DIED' };
 const exited = (service: string, code: number | null = 0, signal: string | null = null): SandboxEvent => ({ type: 'SERVICE_EXITED', service, pid: 100, code, signal });
 
 function run(events: SandboxEvent[], start?: Snap): { snap: Snap; states: string[]; spawned: string[] } {
-  let [snap, actions] = start ? [start, []] : initialTransition(sandboxMachine, { config });
+  let [snap, actions] = start ? [start, []] : initialTransition(sandboxMachine, { config, plan: planOf(config) });
   const states = [stateString(snap.value)];
   const spawned: string[] = [];
   const collect = (acts: { type: string; params?: unknown }[]) => {
@@ -89,7 +93,7 @@ describe('sandbox machine (pure)', () => {
   describe('the stop request to the guest is repeated (STOP_REPEAT_MS) until the vmm exits', () => {
     const qmpConfig: VmConfig = { ...config, services: config.services.map((s) => (s.vmm ? { ...s, stop: { qmp: '/run/q.sock' } } : s)) };
     const start = (cfg: VmConfig) => {
-      let [snap] = initialTransition(sandboxMachine, { config: cfg });
+      let [snap] = initialTransition(sandboxMachine, { config: cfg, plan: planOf(cfg) });
       for (const ev of [...SETUP, STOP]) [snap] = transition(sandboxMachine, snap, ev);
       return snap;
     };
@@ -244,7 +248,7 @@ describe('sandbox machine (pure)', () => {
   // The log names each state: a clean stop must not read as a timeout (nor as s6's timeout-kill).
   it('a clean stop enters the teardown by the work finishing; only the graceful stop deadline is the timeout-kill', () => {
     const entered: string[] = [];
-    let [snap] = initialTransition(sandboxMachine, { config });
+    let [snap] = initialTransition(sandboxMachine, { config, plan: planOf(config) });
     for (const ev of [...SETUP, STOP, exited('vmm'), done('terminateServices'), done('killAll'), done('cleanup')]) {
       const before = stateString(snap.value);
       [snap] = transition(sandboxMachine, snap, ev);

@@ -13,6 +13,10 @@ import { configFromSeed } from '../sim/configs.js';
 import { demoPlan } from '../sim/demoPlan.js';
 import type { FaultPlan } from '../sim/faults.js';
 import { simulate } from '../sim/run.js';
+import { mustPlan } from '../plan/index.js';
+
+/** Every controller and the newest Landlock ABI: the plan as a fully capable host makes it. */
+const planOf = (c: Parameters<typeof mustPlan>[0]) => mustPlan(c, { landlockAbi: 7, cgroupControllers: ['cpu', 'io', 'memory', 'pids'] });
 
 type Snap = ReturnType<typeof initialTransition<typeof sandboxMachine>>[0];
 
@@ -70,7 +74,7 @@ const leafStates = machineGraph(sandboxMachine)
   .filter((id) => !['setup.launched', 'done'].includes(id));
 
 describe('paths generated from the machine', () => {
-  const paths = getShortestPaths(sandboxMachine, { input: { config }, events: eventsFor, serializeState });
+  const paths = getShortestPaths(sandboxMachine, { input: { config, plan: planOf(config) }, events: eventsFor, serializeState });
 
   it('reaches every state', () => {
     const reached = new Set(paths.map((p) => stateString(p.state.value)));
@@ -81,7 +85,7 @@ describe('paths generated from the machine', () => {
   it.each(restingStates.flatMap((s) => [[s, STOP], [s, PARENT]] as const))('in %s, %o is honoured and the run ends', (state, ev) => {
     const path = paths.find((p) => stateString(p.state.value) === state)!;
     expect(path).toBeDefined();
-    let [snap] = initialTransition(sandboxMachine, { config });
+    let [snap] = initialTransition(sandboxMachine, { config, plan: planOf(config) });
     for (const step of path.steps.slice(1)) [snap] = transition(sandboxMachine, snap, step.event as SandboxEvent);
     expect(stateString(snap.value)).toBe(state);
     [snap] = transition(sandboxMachine, snap, ev);

@@ -69,6 +69,9 @@ describe('the simulator backend follows the journal contract', () => {
     k.mkdirDir(config.runtimeDir, 'sim', 0);
     const journal = memoryJournal();
     const b = createSimBackend(config, k, plan({ stopAt: [] }), clock, () => undefined, { journal, manager: 1 });
+    const planned = b.plan();
+    if (!planned.ok) throw new Error('the demo config is planned on a capable kernel');
+    const slices = planned.plan;
     const signal = new AbortController().signal;
     const drive = async <T>(p: Promise<T>): Promise<T> => {
       let done = false;
@@ -80,21 +83,21 @@ describe('the simulator backend follows the journal contract', () => {
       return p;
     };
     // Teardown with nothing journalled touches nothing, whatever exists by name.
-    await drive(b.effects.killAll({ config }, signal));
-    await drive(b.effects.cleanup({ config }, signal));
+    await drive(b.effects.killAll({}, signal));
+    await drive(b.effects.cleanup({}, signal));
     expect(k.cgroups.has('vmsandbox/sim')).toBe(true);
     expect(k.dirs.has(config.runtimeDir)).toBe(true);
     // As on Linux, the cgroup is refused where it is first needed: the init is cloned into it.
-    await expect(drive(b.effects.createNamespaces({ config }, signal))).rejects.toThrow(/EEXIST: cgroup vmsandbox\/sim exists, and no run of vm sim created it/);
+    await expect(drive(b.effects.createNamespaces({ cgroup: slices.cgroup }, signal))).rejects.toThrow(/EEXIST: cgroup vmsandbox\/sim exists, and no run of vm sim created it/);
     expect(journal.journal().cgroup).toBeNull();
     k.rmdirCgroup('vmsandbox/sim', 0);
-    await drive(b.effects.createNamespaces({ config }, signal));
+    await drive(b.effects.createNamespaces({ cgroup: slices.cgroup }, signal));
     expect(journal.journal()).toEqual({ cgroup: 'vmsandbox/sim', runtimeDir: null });
-    await expect(drive(b.effects.mount({ config }, signal))).rejects.toThrow(/EEXIST: runtime dir \/run\/vmsandbox\/sim \(runtimeDir\) exists, and no run of vm sim created it/);
+    await expect(drive(b.effects.mount(slices, signal))).rejects.toThrow(/EEXIST: runtime dir \/run\/vmsandbox\/sim \(runtimeDir\) exists, and no run of vm sim created it/);
     expect(journal.journal().runtimeDir).toBeNull();
     // Teardown removes what it journalled (the cgroup), not the runtime dir it refused.
-    await drive(b.effects.killAll({ config }, signal));
-    await drive(b.effects.cleanup({ config }, signal));
+    await drive(b.effects.killAll({}, signal));
+    await drive(b.effects.cleanup({}, signal));
     expect(k.cgroups.has('vmsandbox/sim')).toBe(false);
     expect(k.dirs.has(config.runtimeDir)).toBe(true);
     expect(journal.journal()).toEqual({ cgroup: null, runtimeDir: null });

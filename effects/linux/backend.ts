@@ -15,9 +15,9 @@ import { Subject, type Observable } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
 import { planSandbox } from '../../plan/index.js';
 import { line } from '../../plan/record.js';
-import type { PlanResult, SandboxPlan, ServicePlan } from '../../plan/types.js';
+import type { PlanResult, SandboxPlan } from '../../plan/types.js';
 import { memoryJournal, type JournalStore } from '../owner.js';
-import type { Backend, EffectInput, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../port.js';
+import type { Backend, KernelEvent, LandlockReport, LaunchResult, SandboxEffects } from '../port.js';
 import { EffectError } from '../port.js';
 import {
   cgroupRoot,
@@ -198,12 +198,6 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   const executed: string[] = [];
   let planned: PlanResult | null = opts.plan ? { ok: true, plan: opts.plan } : null;
   const plan = (): PlanResult => (planned ??= planSandbox(config, linuxHostFacts(config)));
-  /** The plan; a refused one fails the step with every refusal named (the runner never starts it). */
-  const thePlan = (op: string): SandboxPlan => {
-    const r = plan();
-    if (r.ok) return r.plan;
-    throw new EffectError(op, 'EOPNOTSUPP', r.refusals.map((x) => `${x.field}: ${x.message}`).join('; '));
-  };
   const services = new Map<string, ServiceState>();
   const exitWaiters = new Set<() => void>();
 
@@ -289,9 +283,8 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
 
   // ---- the port ----
   const effects: SandboxEffects = {
-    createNamespaces: (_input: EffectInput, signal) =>
+    createNamespaces: ({ cgroup }, signal) =>
       serialize('createNamespaces', signal, async () => {
-        const plan = thePlan('createNamespaces');
         const dir = cgroupDir();
         const j = store.journal();
         if (j.cgroup !== dir && existsSync(dir)) {
@@ -307,9 +300,9 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
           throw new EffectError('createNamespaces', 'EBUSY', `cgroup ${dir} still has processes of an earlier run of vm ${config.name}: \`vmsandbox finish CONFIG\` removes them`);
         }
         if (j.cgroup !== dir) store.setJournal({ ...j, cgroup: dir });
-        const initDir = join(cgRoot(), plan.cgroup.init);
+        const initDir = join(cgRoot(), cgroup.init);
         await mkdirCgroup(initDir);
-        executed.push(line.cgroupDir(plan.cgroup.init));
+        executed.push(line.cgroupDir(cgroup.init));
         if (signal.aborted) throw aborted('createNamespaces');
         const vmFd = openDirPath('createNamespaces', dir);
         let initFd = -1;
@@ -319,7 +312,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
           pair = socketpair();
           const { pid, pidfd } = cloneInit(initPath, pair[1], vmFd, initFd);
           init = { pid, pidfd };
-          executed.push(line.init(plan.cgroup.init));
+          executed.push(line.init(cgroup.init));
         } catch (e) {
           if (pair) closeFd(pair[0]);
           throw e;
@@ -340,9 +333,8 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         return { initPid: init.pid };
       }),
 
-    mount: (_input, signal) =>
+    mount: (plan, signal) =>
       serialize('mount', signal, async () => {
-        const plan = thePlan('mount');
         const c = requireClient('mount');
         claimRuntimeDir(config, store);
         executed.push(line.runtimeDir(plan.runtimeDir));
@@ -363,20 +355,18 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         }
       }),
 
-    prepareLandlock: (_input, signal) =>
+    prepareLandlock: ({ landlock }, signal) =>
       serialize('prepareLandlock', signal, async (): Promise<LandlockReport> => {
         // The ABI was decided by the plan (a kernel below landlock.minAbi without allowDegraded is
         // refused there); each service's ruleset is built by the init at spawn, from the plan.
-        const { landlock } = thePlan('prepareLandlock');
         if (landlock.degraded.length) log(`landlock: ABI ${landlock.abi} lacks: ${landlock.degraded.join(', ')}`);
         abi = landlock.abi;
         executed.push(line.landlock(landlock));
         return { abi: landlock.abi, degraded: landlock.degraded };
       }),
 
-    createCgroups: (_input, signal) =>
+    createCgroups: ({ cgroup }, signal) =>
       serialize('createCgroups', signal, async () => {
-        const { cgroup } = thePlan('createCgroups');
         for (const rel of [cgroup.vm, ...cgroup.leaves]) {
           if (signal.aborted) throw aborted('createCgroups');
           await mkdirCgroup(join(cgRoot(), rel));
@@ -390,11 +380,11 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         if (cgroup.skipped.length) log(`cgroup: limits skipped (cgroup.limitsOptional): ${cgroup.skipped.join('; ')}`);
       }),
 
-    launch: (input: EffectInput & { service: ServiceConfig }, signal) =>
+    launch: ({ service: sp }, signal) =>
       serialize('launch', signal, async (): Promise<LaunchResult> => {
-        const s = input.service;
-        const sp: ServicePlan | undefined = thePlan('launch').services.find((x) => x.name === s.name);
-        if (!sp) throw new EffectError('launch', 'EINVAL', `service ${s.name} is not in the plan`);
+        // The config's service, for explaining a failed step by its fields.
+        const s: ServiceConfig | undefined = config.services.find((x) => x.name === sp.name);
+        if (!s) throw new EffectError('launch', 'EINVAL', `service ${sp.name} is not in vm ${config.name}'s config`);
         const c = requireClient('launch');
         const [nsPidText] = await abortable('launch', c.request(`launch ${s.name}`, 'spawn', ...spawnFields(sp)), signal).catch((e: unknown) => {
           if (!(e instanceof InitStepError)) throw e;
@@ -412,13 +402,10 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         return { service: s.name, pid: state.hostPid ?? nsPid };
       }),
 
-    requestStop: (_input, signal) =>
+    requestStop: ({ vmm, stop: how }, signal) =>
       serialize('requestStop', signal, async () => {
-        const plan = thePlan('requestStop');
-        const vmm = plan.services.find((x) => x.vmm)!;
-        const s = services.get(vmm.name);
+        const s = services.get(vmm);
         if (!s || s.exited) return;
-        const how = plan.stop;
         if ('signal' in how) {
           await signalService(s, signalNumber(how.signal), 'requestStop');
         } else if ('qmp' in how) {
@@ -434,9 +421,8 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         }
       }),
 
-    terminateServices: (_input, signal) =>
+    terminateServices: ({ vmm }, signal) =>
       serialize('terminateServices', signal, async () => {
-        const vmm = thePlan('terminateServices').services.find((x) => x.vmm)!.name;
         const others = [...services.values()].filter((s) => !s.exited && s.name !== vmm);
         for (const s of others) await signalService(s, signalNumber('SIGTERM'), 'terminateServices');
         let check = (): void => undefined;

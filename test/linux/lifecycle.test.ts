@@ -351,11 +351,11 @@ describe('linux backend: lifecycle', () => {
     const config = vmConfig(vm, [SLEEPER]);
     const fresh = createLinuxBackend(config, { journal: memoryJournal({ cgroup: dir, runtimeDir: null }) });
     const ac = new AbortController();
-    await fresh.effects.killAll({ config }, ac.signal);
-    await fresh.effects.cleanup({ config }, ac.signal);
+    await fresh.effects.killAll({}, ac.signal);
+    await fresh.effects.cleanup({}, ac.signal);
     // Idempotent: a second round finds nothing and succeeds.
-    await fresh.effects.killAll({ config }, ac.signal);
-    await fresh.effects.cleanup({ config }, ac.signal);
+    await fresh.effects.killAll({}, ac.signal);
+    await fresh.effects.cleanup({}, ac.signal);
     expect(leftovers(vm)).toEqual([]);
   });
 });

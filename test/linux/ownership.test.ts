@@ -82,7 +82,7 @@ describe.skipIf(skip)('one owner per VM', () => {
     const vmm = await runningVmm(first);
     // What a second manager did before it had to own the VM: teardown "by name".
     const second = createLinuxBackend(config, { journal: memoryJournal({ cgroup: cgroupOf(vm), runtimeDir: vm.runtimeDir }) });
-    await second.effects.killAll({ config }, new AbortController().signal);
+    await second.effects.killAll({}, new AbortController().signal);
     second.dispose();
     expect(await until(() => !alive(vmm), 2000)).toBe(true);
     expect(await first.exited, first.log()).not.toBe(0);

@@ -26,7 +26,7 @@ async function drive(clock: VirtualClock, run: SandboxRun, done: () => boolean):
   for (let i = 0; i < 100_000; i++) {
     for (let h = 0; h < 16; h++) await null;
     if (done()) return;
-    if (!clock.step()) throw new Error(`the simulation stopped before the condition held (at ${JSON.stringify(run.actor.getSnapshot().value)})`);
+    if (!clock.step()) throw new Error(`the simulation stopped before the condition held (at ${JSON.stringify(run.actor?.getSnapshot().value)})`);
   }
   throw new Error('the simulation did not reach the condition');
 }
@@ -77,10 +77,10 @@ describe('the simulator and the Linux backend execute the same plan', () => {
     const kernel = new SimKernel(clock, facts.landlockAbi, new Set(facts.cgroupControllers), () => undefined);
     const backend = createSimBackend(config, kernel, { ...demoPlan, stopAt: [], pidReuse: 0 }, clock, () => undefined, { record: true });
     const sim = runSandbox(backend, config, { clock });
-    await drive(clock, sim, () => sim.actor.getSnapshot().matches('running'));
+    await drive(clock, sim, () => sim.actor!.getSnapshot().matches('running'));
     const simulated = [...backend.executed];
     sim.requestStop('SIGTERM');
-    await drive(clock, sim, () => sim.actor.getSnapshot().status === 'done');
+    await drive(clock, sim, () => sim.actor!.getSnapshot().status === 'done');
     expect((await sim.done).outcome).toBe('stopped');
 
     expect(simulated).toEqual(linux);

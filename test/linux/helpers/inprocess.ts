@@ -42,20 +42,22 @@ export function start(config: VmConfig, vm?: TestVm, opts: { backend?: LinuxBack
       return { outcome: 'setupFailed', exitCode: 111, errors: [String(e)], teardownFailed: true, stopRequests: 0 } as SandboxOutput;
     },
   );
-  if (vm) {
+  if (vm && actor) {
     let tracked = false;
-    const track = (snap: ReturnType<typeof actor.getSnapshot>) => {
-      const pid = snap.context.initPid;
+    const track = () => {
+      const pid = backend.state.initPid;
       if (!tracked && pid !== null) {
         tracked = true;
         trackNamespace(vm, pid);
       }
     };
-    track(actor.getSnapshot());
+    track();
     actor.subscribe(track);
   }
+  const refused = () => new Error(`the plan was refused, no machine ran: ${JSON.stringify(run.refused)}`);
   const waitFor = (state: string, timeoutMs = 10_000) =>
     new Promise<void>((resolve, reject) => {
+      if (!actor) return reject(refused());
       if (actor.getSnapshot().matches(state as never)) return resolve();
       const t = setTimeout(() => {
         s.unsubscribe();
@@ -73,7 +75,17 @@ export function start(config: VmConfig, vm?: TestVm, opts: { backend?: LinuxBack
         }
       });
     });
-  return { backend, actor, run, done, waitFor, events };
+  return {
+    backend,
+    get actor() {
+      if (!actor) throw refused();
+      return actor;
+    },
+    run,
+    done,
+    waitFor,
+    events,
+  };
 }
 
 /** Wait for the next SERVICE_EXITED of a service. */

@@ -22,8 +22,8 @@ export async function finishFromJournal(config: VmConfig): Promise<void> {
   const ac = new AbortController();
   try {
     for (let round = 0; round < 2; round++) {
-      await fresh.effects.killAll({ config }, ac.signal);
-      await fresh.effects.cleanup({ config }, ac.signal);
+      await fresh.effects.killAll({}, ac.signal);
+      await fresh.effects.cleanup({}, ac.signal);
     }
   } finally {
     fresh.dispose();
