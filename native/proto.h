@@ -49,6 +49,7 @@ struct vms_mount_attr {
 #define VMS_MOUNT_ATTR_RDONLY 0x1
 #define VMS_MOUNT_ATTR_NOSUID 0x2
 #define VMS_MOUNT_ATTR_NODEV 0x4
+#define VMS_MOUNT_ATTR_NOEXEC 0x8
 #define VMS_OPEN_TREE_CLONE 1
 #define VMS_MOVE_MOUNT_F_EMPTY_PATH 0x4
 

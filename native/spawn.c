@@ -96,11 +96,6 @@ static int landlock_add_path(int ruleset, const struct ll_rule *rule, uint64_t f
     return r < 0 ? -1 : 0;
 }
 
-/* The mount data (mode, size) is the manager's choice (plan/service.ts); nosuid+nodev always. */
-static int mount_tmpfs(const char *target, const char *data) {
-    return mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data);
-}
-
 static int under(const char *path, const char *dir) {
     size_t n = strlen(dir);
     return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
@@ -147,7 +142,7 @@ static void service_child(struct spawn_req *r, int pipefd) {
     if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0) child_fail(pipefd, "mount-slave");
     /* Detached copies of what must stay reachable, taken before a private /tmp or /dev/shm could
      * hide it (storage or the runtime dir may live under /tmp on the host). */
-    int use_storage = r->storage_path && strcmp(r->storage, "none") != 0;
+    int use_storage = r->storage_path && r->storage_bind;
     int stree = -1;
     if (use_storage) {
         stree = (int)syscall(VMS_NR_open_tree, AT_FDCWD, r->storage_path, VMS_OPEN_TREE_CLONE | O_CLOEXEC);
@@ -160,8 +155,8 @@ static void service_child(struct spawn_req *r, int pipefd) {
         ktree[i] = (int)syscall(VMS_NR_open_tree, AT_FDCWD, r->keep[i], VMS_OPEN_TREE_CLONE | O_CLOEXEC);
         if (ktree[i] < 0) child_fail(pipefd, "clone-keep");
     }
-    if (r->tmp && mount_tmpfs("/tmp", r->tmp) < 0) child_fail(pipefd, "mount-tmp");
-    if (r->shm && mount_tmpfs("/dev/shm", r->shm) < 0) child_fail(pipefd, "mount-shm");
+    if (r->tmp && mount("tmpfs", "/tmp", "tmpfs", r->tmp_flags, r->tmp) < 0) child_fail(pipefd, "mount-tmp");
+    if (r->shm && mount("tmpfs", "/dev/shm", "tmpfs", r->shm_flags, r->shm) < 0) child_fail(pipefd, "mount-shm");
     for (int i = 0; i < r->nkeep; i++) {
         if (ktree[i] < 0) continue;
         if (mkdir_p(r->keep[i]) < 0) child_fail(pipefd, "mkdir-keep");
@@ -171,20 +166,15 @@ static void service_child(struct spawn_req *r, int pipefd) {
     }
     if (use_storage) {
         const char *sp = r->storage_path;
-        int ro = strcmp(r->storage, "ro") == 0;
         if (mkdir_p(sp) < 0) child_fail(pipefd, "mkdir-storage");
         if (syscall(VMS_NR_move_mount, stree, "", AT_FDCWD, sp, VMS_MOVE_MOUNT_F_EMPTY_PATH) < 0)
             child_fail(pipefd, "move-storage");
         if (close(stree) < 0) child_fail(pipefd, "close-storage");
-        struct vms_mount_attr a = {
-            .attr_set = VMS_MOUNT_ATTR_NOSUID | VMS_MOUNT_ATTR_NODEV | (ro ? VMS_MOUNT_ATTR_RDONLY : 0),
-            .attr_clr = ro ? 0 : VMS_MOUNT_ATTR_RDONLY,
-        };
+        struct vms_mount_attr a = {.attr_set = r->storage_set, .attr_clr = r->storage_clr};
         if (syscall(VMS_NR_mount_setattr, AT_FDCWD, sp, 0, &a, sizeof a) < 0) child_fail(pipefd, "setattr-storage");
-    } else if (r->storage_path) {
+    } else if (r->storage_path && r->storage_hide) {
         struct stat st;
-        if (stat(r->storage_path, &st) == 0 &&
-            mount("tmpfs", r->storage_path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=000,size=4k") < 0)
+        if (stat(r->storage_path, &st) == 0 && mount("tmpfs", r->storage_path, "tmpfs", r->hide_flags, r->hide_data) < 0)
             child_fail(pipefd, "hide-storage");
     }
 
@@ -252,20 +242,21 @@ static void service_child(struct spawn_req *r, int pipefd) {
     child_fail(pipefd, "execve");
 }
 
-/* listen=<target fd>,<mode octal>,<gid>,<path> */
+/* listen=<target fd>,<mode octal>,<gid>,<backlog>,<path> */
 static int add_listen(struct spawn_req *r, char *v) {
     if (r->nlisten >= MAX_LISTEN) return -1;
-    char *f[3];
-    for (int i = 0; i < 3; i++) {
+    char *f[4];
+    for (int i = 0; i < 4; i++) {
         char *c = strchr(v, ',');
         if (!c) return -1;
         *c = '\0';
         f[i] = v;
         v = c + 1;
     }
-    unsigned long long fd, mode, gid;
+    unsigned long long fd, mode, gid, backlog;
     if (parse_ul(f[0], 10, &fd) < 0 || fd < 3 || fd > LISTEN_FD_MAX || parse_ul(f[1], 8, &mode) < 0 ||
-        mode > 0777 || parse_ul(f[2], 10, &gid) < 0 || gid >= UINT32_MAX || v[0] != '/')
+        mode > 0777 || parse_ul(f[2], 10, &gid) < 0 || gid >= UINT32_MAX || parse_ul(f[3], 10, &backlog) < 0 ||
+        backlog < 1 || backlog > 4096 || v[0] != '/')
         return -1;
     for (int i = 0; i < r->nlisten; i++)
         if (r->listen[i].target == (int)fd) return -1;
@@ -273,6 +264,7 @@ static int add_listen(struct spawn_req *r, char *v) {
     l->target = (int)fd;
     l->mode = (unsigned)mode;
     l->gid = (gid_t)gid;
+    l->backlog = (int)backlog;
     l->path = v;
     l->fd = -1;
     return 0;
@@ -313,7 +305,7 @@ static int open_listener(const struct listen_req *l, uid_t uid, const char **ste
     if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) failed = "listen-bind";
     else if (chmod(l->path, l->mode) < 0) failed = "listen-chmod";
     else if (lchown(l->path, uid, l->gid) < 0) failed = "listen-chown";
-    else if (listen(fd, 16) < 0) failed = "listen";
+    else if (listen(fd, l->backlog) < 0) failed = "listen";
     if (failed) {
         e = errno;
         (void)close(fd);
@@ -353,6 +345,35 @@ static int add_rule(struct spawn_req *r, char *v) {
     return 0;
 }
 
+/* The mount(2) flags a tmpfs of the request may carry (MS_RDONLY, NOSUID, NODEV, NOEXEC). */
+#define TMPFS_FLAGS (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+/* <flags hex>,<mount data>: the data is everything after the first comma. */
+static int flags_data(char *v, unsigned long *flags, const char **data) {
+    char *c = strchr(v, ',');
+    if (!c) return -1;
+    *c = '\0';
+    unsigned long long f;
+    if (parse_ul(v, 16, &f) < 0 || (f & ~(unsigned long long)TMPFS_FLAGS)) return -1;
+    *flags = (unsigned long)f;
+    *data = c + 1;
+    return 0;
+}
+
+/* storagebind=<attr_set hex>,<attr_clr hex>: mount_setattr(2) attributes, disjoint. */
+static int storage_attrs(struct spawn_req *r, char *v) {
+    char *c = strchr(v, ',');
+    if (!c || r->storage_bind) return -1;
+    *c = '\0';
+    unsigned long long set, clr;
+    const unsigned long long known = VMS_MOUNT_ATTR_RDONLY | VMS_MOUNT_ATTR_NOSUID | VMS_MOUNT_ATTR_NODEV | VMS_MOUNT_ATTR_NOEXEC;
+    if (parse_ul(v, 16, &set) < 0 || parse_ul(c + 1, 16, &clr) < 0 || ((set | clr) & ~known) || (set & clr)) return -1;
+    r->storage_bind = 1;
+    r->storage_set = set;
+    r->storage_clr = clr;
+    return 0;
+}
+
 /* The Landlock keys, a bit each: each at most once. */
 enum { LLK_FS = 1, LLK_SCOPE = 2, LLK_FLAGS = 4, LLK_FILE = 8, LLK_RULE = 16 };
 
@@ -365,7 +386,6 @@ static int ll_hex(const char *v, int key, int *seen, unsigned long long max, uns
 
 int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
     memset(r, 0, sizeof *r);
-    r->storage = "none";
     int ll_seen = 0;
     for (int i = 0; i < n; i++) {
         char *kv = tok[i];
@@ -390,11 +410,12 @@ int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
             bad = parse_ul(v, 10, &u) < 0 || u > 0xff;
             r->secbits = (unsigned)u;
         } else if (strcmp(kv, "listen") == 0) bad = add_listen(r, v) < 0;
-        else if (strcmp(kv, "tmp") == 0) r->tmp = v;
-        else if (strcmp(kv, "shm") == 0) r->shm = v;
-        else if (strcmp(kv, "storage") == 0) {
-            r->storage = v;
-            bad = strcmp(v, "none") != 0 && strcmp(v, "ro") != 0 && strcmp(v, "rw") != 0;
+        else if (strcmp(kv, "tmp") == 0) bad = r->tmp || flags_data(v, &r->tmp_flags, &r->tmp) < 0;
+        else if (strcmp(kv, "shm") == 0) bad = r->shm || flags_data(v, &r->shm_flags, &r->shm) < 0;
+        else if (strcmp(kv, "storagebind") == 0) bad = r->storage_hide || storage_attrs(r, v) < 0;
+        else if (strcmp(kv, "storagehide") == 0) {
+            bad = r->storage_bind || r->storage_hide || flags_data(v, &r->hide_flags, &r->hide_data) < 0;
+            r->storage_hide = !bad;
         } else if (strcmp(kv, "storagepath") == 0) r->storage_path = v;
         else if (strcmp(kv, "keep") == 0) {
             bad = r->nkeep >= MAX_KEEP;

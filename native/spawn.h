@@ -20,6 +20,7 @@ struct listen_req {
     int target;
     unsigned mode;
     gid_t gid;
+    int backlog;
     const char *path;
     int fd; /* in the init; -1 = not created */
 };
@@ -42,10 +43,17 @@ struct spawn_req {
     unsigned secbits;   /* securebits set before the uid switch (e.g. SECBIT_NO_SETUID_FIXUP) */
     struct listen_req listen[MAX_LISTEN];
     int nlisten;
-    const char *tmp;    /* tmpfs mount data (mode, size) for private /tmp, NULL = none */
-    const char *shm;    /* tmpfs mount data for private /dev/shm, NULL = none */
-    const char *storage;      /* "none" | "ro" | "rw" */
+    /* Every flag, mode and size below is the manager's (plan/service.ts): the init applies them. */
+    const char *tmp;         /* tmpfs mount data for a private /tmp, NULL = none */
+    unsigned long tmp_flags; /* its mount(2) flags */
+    const char *shm;         /* the same for a private /dev/shm */
+    unsigned long shm_flags;
     const char *storage_path; /* NULL = no storage */
+    int storage_bind;         /* storagebind=: the storage bound in, with these mount attributes */
+    uint64_t storage_set, storage_clr;
+    int storage_hide;         /* storagehide=: an empty tmpfs over the storage path */
+    unsigned long hide_flags;
+    const char *hide_data;
     const char *keep[MAX_KEEP]; /* paths kept reachable under a private /tmp or /dev/shm */
     int nkeep;
     /* Landlock, applied as given: on when llfs= was sent. */

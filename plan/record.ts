@@ -17,7 +17,7 @@ export const line = {
   spawn: (s: ServicePlan) =>
     [
       `spawn ${s.name} uid ${s.uid} gid ${s.gid} groups [${s.groups.join(',')}] caps [${s.caps.join(',')}] securebits ${s.securebits}`,
-      `cgroup ${s.cgroup} storage ${s.storage.access} tmpfs [${s.tmpfs.map((t) => `${t.path} ${t.data}`).join('; ')}]`,
+      `cgroup ${s.cgroup} storage ${JSON.stringify(s.storage)} tmpfs [${s.tmpfs.map((t) => `${t.path} ${t.flags} ${t.data}`).join('; ')}]`,
       `sockets [${s.sockets.map((k) => `${k.fd}:${k.path}`).join(',')}]`,
       `landlock ${s.landlock ? JSON.stringify(s.landlock) : 'none'} argv ${JSON.stringify(s.argv)}`,
     ].join(' '),

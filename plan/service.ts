@@ -16,8 +16,8 @@ import {
 } from '../config/rules.js';
 import { serviceCgroupPath, serviceLeaf } from './cgroup.js';
 import { planServiceLandlock } from './landlock.js';
-import { BASE_DEVICES } from './mounts.js';
-import type { Refusal, ServicePlan, SocketPlan, TmpfsPlan } from './types.js';
+import { BASE_DEVICES, MOUNT_ATTR, MS } from './mounts.js';
+import type { Refusal, ServicePlan, SocketPlan, StoragePlan, TmpfsPlan } from './types.js';
 
 export type Refuse = (field: string, message: string) => void;
 
@@ -100,17 +100,33 @@ function sockets(config: VmConfig, service: ServiceConfig, field: string, refuse
       return refuse(`${f}.fd`, `fd ${sock.fd} is not in ${SOCKET_FD_MIN}..${SOCKET_FD_MAX}`);
     }
     if (!new RegExp(SOCKET_MODE_PATTERN).test(sock.mode)) return refuse(`${f}.mode`, `mode ${sock.mode} is not octal permission bits`);
-    out.push({ path: sock.path, fd: sock.fd, mode: Number.parseInt(sock.mode, 8), gid: sock.gid });
+    out.push({ path: sock.path, fd: sock.fd, mode: Number.parseInt(sock.mode, 8), gid: sock.gid, backlog: SOCKET_BACKLOG });
   });
   return out;
 }
 
 /**
  * A private tmpfs: sticky and world-writable like a host's /tmp (the service may run helpers under
- * other uids it holds CAP_SETUID for), nosuid/nodev come from the mount flags, size from the config.
+ * other uids it holds CAP_SETUID for), nosuid and nodev (nothing planted there gains privilege or
+ * reaches a device), size from the config.
  */
 function tmpfs(path: TmpfsPlan['path'], size: string): TmpfsPlan {
-  return { path, data: `mode=1777,size=${size}` };
+  return { path, flags: MS.NOSUID | MS.NODEV, data: `mode=1777,size=${size}` };
+}
+
+/** A backlog for handed-over sockets: their clients are the VM's few other services. */
+const SOCKET_BACKLOG = 16;
+
+/**
+ * Storage for `access`: bound in nosuid and nodev (a setuid file or a device node a compromised
+ * service leaves in storage is inert for every service), read-only for 'ro'; for 'none', the path
+ * is covered by an empty, read-only, mode 000 tmpfs, so not even its names show.
+ */
+function storagePlan(access: ServiceConfig['storage'], path: string): StoragePlan {
+  const base = MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV;
+  if (access === 'rw') return { access, path, bind: { set: base, clr: MOUNT_ATTR.RDONLY }, hide: null };
+  if (access === 'ro') return { access, path, bind: { set: base | MOUNT_ATTR.RDONLY, clr: 0 }, hide: null };
+  return { access, path, bind: null, hide: { flags: MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=000,size=4k' } };
 }
 
 /** A service's plan for the kernel's Landlock ABI `abi` (the VM-wide decision, plan/landlock.ts). */
@@ -139,7 +155,7 @@ export function planService(config: VmConfig, service: ServiceConfig, index: num
     sockets: sockets(config, service, field, refuse),
     cgroup: serviceCgroupPath(config, service.name),
     leaf: serviceLeaf(service.name),
-    storage: { access: service.storage, path: config.storage },
+    storage: storagePlan(service.storage, config.storage),
     tmpfs: tmp,
     keep: [config.runtimeDir],
     landlock: planServiceLandlock(abi, rules),

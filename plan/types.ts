@@ -31,12 +31,26 @@ export interface SocketPlan {
   /** Permission bits of the socket file. */
   mode: number;
   gid: number;
+  /** listen(2) backlog. */
+  backlog: number;
 }
 
-/** A private tmpfs of a service: where, and the mount data (mode and size) it is mounted with. */
+/** A private tmpfs of a service: where, and the mount(2) flags and data (mode, size) it gets. */
 export interface TmpfsPlan {
   path: '/tmp' | '/dev/shm';
+  flags: number;
   data: string;
+}
+
+/**
+ * The VM storage in a service's mount namespace: bound in with these mount_setattr(2) attributes,
+ * or (access none) hidden under an empty tmpfs mounted with these flags and data.
+ */
+export interface StoragePlan {
+  access: 'none' | 'ro' | 'rw';
+  path: string;
+  bind: { set: number; clr: number } | null;
+  hide: { flags: number; data: string } | null;
 }
 
 export interface ServicePlan {
@@ -53,8 +67,8 @@ export interface ServicePlan {
   /** Its cgroup leaf, relative to the cgroup2 mount, and the leaf's name in the VM's cgroup. */
   cgroup: string;
   leaf: string;
-  /** How the VM storage appears in its mount namespace ('none': hidden under an empty tmpfs). */
-  storage: { access: 'none' | 'ro' | 'rw'; path: string };
+  /** How the VM storage appears in its mount namespace. */
+  storage: StoragePlan;
   tmpfs: TmpfsPlan[];
   /** Paths its own namespace keeps from the VM's (the runtime dir, for the sockets). */
   keep: string[];

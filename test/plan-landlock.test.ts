@@ -116,7 +116,7 @@ describe('spawn request: the Landlock fields', () => {
     sockets: [],
     cgroup: 'vmsandbox/vm1/svc-vmm',
     leaf: 'svc-vmm',
-    storage: { access: 'none', path: '/var/lib/vm1' },
+    storage: { access: 'none', path: '/var/lib/vm1', bind: null, hide: { flags: 0xf, data: 'mode=000,size=4k' } },
     tmpfs: [],
     keep: ['/run/vmsandbox/vm1'],
     landlock,

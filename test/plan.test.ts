@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawnFields } from '../effects/linux/spawnRequest.js';
 import { planSandbox, type HostFacts } from '../plan/index.js';
-import { MOUNT_ATTR, planMounts } from '../plan/mounts.js';
+import { MOUNT_ATTR, MS, planMounts } from '../plan/mounts.js';
 import { setupOperations } from '../plan/record.js';
 import { landlockRules } from '../plan/service.js';
 import { service, SLEEPER, vmConfig } from './linux/helpers/vm.js';
@@ -76,6 +76,23 @@ describe('the plan', () => {
       limits: [{ cgroup: 'p/vm1/svc-vmm', key: 'pids.max', value: '64', field: 'services[0].limits["pids.max"]' }],
       skipped: [expect.stringMatching(/^cgroup.limits\["memory.max"\]: /)],
     });
+  });
+
+  it('decides the mount flags the init applies: private tmpfs nosuid+nodev, storage bound nosuid+nodev (read-only for ro) or hidden', () => {
+    const config = vmConfig(vm, [
+      SLEEPER,
+      service({ name: 'rw', argv: ['/bin/true'], storage: 'rw', tmp: '8M' }),
+      service({ name: 'ro', argv: ['/bin/true'], storage: 'ro' }),
+    ]);
+    const r = planSandbox(config, host);
+    if (!r.ok) throw new Error(JSON.stringify(r.refusals));
+    const by = (n: string) => r.plan.services.find((s) => s.name === n)!;
+    expect(by('rw').tmpfs).toEqual([{ path: '/tmp', flags: MS.NOSUID | MS.NODEV, data: 'mode=1777,size=8M' }]);
+    expect(by('rw').storage.bind).toEqual({ set: MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV, clr: MOUNT_ATTR.RDONLY });
+    expect(by('ro').storage.bind).toEqual({ set: MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV | MOUNT_ATTR.RDONLY, clr: 0 });
+    expect(by('vmm').storage).toMatchObject({ bind: null, hide: { flags: MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=000,size=4k' } });
+    expect(spawnFields(by('rw'))).toEqual(expect.arrayContaining(['tmp=6,mode=1777,size=8M', 'storagebind=6,1']));
+    expect(spawnFields(by('vmm'))).toContain('storagehide=f,mode=000,size=4k');
   });
 
   it('orders the launches (the vmm last) and lists every setup operation once', () => {

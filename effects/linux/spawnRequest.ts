@@ -17,12 +17,13 @@ export function spawnFields(s: ServicePlan): string[] {
     ...s.groups.map((g) => `group=${g}`),
     ...s.caps.map((c) => `cap=${c}`),
     ...(s.securebits ? [`secbits=${s.securebits}`] : []),
-    ...s.sockets.map((k) => `listen=${k.fd},${k.mode.toString(8)},${k.gid},${k.path}`),
-    `storage=${s.storage.access}`,
+    ...s.sockets.map((k) => `listen=${k.fd},${k.mode.toString(8)},${k.gid},${k.backlog},${k.path}`),
     `storagepath=${s.storage.path}`,
+    ...(s.storage.bind ? [`storagebind=${s.storage.bind.set.toString(16)},${s.storage.bind.clr.toString(16)}`] : []),
+    ...(s.storage.hide ? [`storagehide=${s.storage.hide.flags.toString(16)},${s.storage.hide.data}`] : []),
     ...s.keep.map((p) => `keep=${p}`),
   ];
-  for (const t of s.tmpfs) f.push(`${t.path === '/tmp' ? 'tmp' : 'shm'}=${t.data}`);
+  for (const t of s.tmpfs) f.push(`${t.path === '/tmp' ? 'tmp' : 'shm'}=${t.flags.toString(16)},${t.data}`);
   const ll = s.landlock;
   if (ll) {
     f.push(`llfs=${hex(ll.handledFs)}`, `llscope=${hex(ll.scoped)}`, `llflags=${hex(ll.restrictFlags)}`, `llfile=${hex(ll.fileAccess)}`);

@@ -97,7 +97,7 @@ describe.skipIf(skip)('the sandbox init under malformed and over-long requests',
     expect(gone).toEqual({ code: 0, signal: null });
   });
 
-  it('a malformed spawn field gets an error naming it (Landlock masks, flags, rules)', async () => {
+  it('a malformed spawn field gets an error naming it (Landlock masks, mount flags, rules, sockets)', async () => {
     init = await startInit();
     const cases: Array<[string, string]> = [
       ['llfs=ffff rule=zz,/usr', 'rule'], // not hex
@@ -112,6 +112,16 @@ describe.skipIf(skip)('the sandbox init under malformed and over-long requests',
       ['llfs=ffff llflags=100000000', 'llflags'], // restrict_self's flags are 32 bits
       ['llfs=ffff llfile=', 'llfile'],
       ['landlock=7', 'landlock'], // the old ABI field: the init no longer derives rights from an ABI
+      // Mount policy, also the plan's: flags and attributes the init knows, and only those.
+      ['tmp=mode=1777,size=8M', 'tmp'], // no flags
+      ['tmp=20,mode=1777', 'tmp'], // MS_REMOUNT is not a tmpfs flag of a request
+      ['shm=6,size=1M shm=6,size=1M', 'shm'], // twice
+      ['storagebind=1,1', 'storagebind'], // read-only set and cleared
+      ['storagebind=100,0', 'storagebind'], // an attribute it does not know
+      ['storagebind=6,1 storagehide=f,mode=000', 'storagehide'], // bound and hidden
+      ['storage=rw', 'storage'], // the old access field: the init no longer maps access to flags
+      ['listen=3,600,0,0,/run/x.sock', 'listen'], // backlog 0
+      ['listen=3,600,0,/run/x.sock', 'listen'], // no backlog
     ];
     let id = 10;
     for (const [fields, step] of cases) {
