@@ -11,8 +11,8 @@ import {
 } from './fields.js';
 import {
   CGROUP_KEYS, CGROUP_PARENT_DEFAULT, CGROUP_PARENT_PATTERN, IDENTIFIER_PATTERN, LANDLOCK_ABI_DEFAULT,
-  LANDLOCK_ABI_MAX, LANDLOCK_ABI_MIN, TIMEOUT_DEFAULTS, TIMEOUT_KEYS, TIMEOUT_MAX_MS, TIMEOUT_MINIMUMS, TOP_KEYS,
-  VM_LANDLOCK_KEYS, runtimeDirDefault,
+  LANDLOCK_ABI_MAX, LANDLOCK_ABI_MIN, NETWORK_DEFAULT, NETWORK_MODES, TIMEOUT_DEFAULTS, TIMEOUT_KEYS, TIMEOUT_MAX_MS, TIMEOUT_MINIMUMS, TOP_KEYS,
+  VM_LANDLOCK_KEYS, runtimeDirDefault, KERNEL_FS_PATTERN,
 } from './rules.js';
 import { type ParsedService, parseService } from './service.js';
 import type { ServiceConfig, VmConfig } from './types.js';
@@ -80,6 +80,20 @@ function landlock(p: Problems, obj: Obj): VmConfig['landlock'] {
   };
 }
 
+function network(p: Problems, obj: Obj): NonNullable<VmConfig['network']> {
+  const v = field(obj, 'network');
+  if (v === undefined) return NETWORK_DEFAULT;
+  if (typeof v === 'string' && (NETWORK_MODES as readonly string[]).includes(v)) return v as NonNullable<VmConfig['network']>;
+  fail(
+    p,
+    'network',
+    v,
+    '"none" (the VM\'s own network namespace, loopback only: the default) or "host" (the host\'s network namespace: ' +
+      'its interfaces, its loopback services, other VMs\' listeners; docs/config.md)',
+  );
+  return NETWORK_DEFAULT;
+}
+
 function uniqueNames(p: Problems, parsed: (ParsedService | undefined)[]): void {
   const firstIndex = new Map<string, number>();
   parsed.forEach((s, i) => {
@@ -113,24 +127,52 @@ function devicesOwnedOnce(p: Problems, parsed: (ParsedService | undefined)[]): v
 }
 
 /**
- * Handed-over sockets live in the runtime dir (which exists while the VM runs): directly in it or in
- * a service's own directory there. Paths are unique across the VM.
+ * Handed-over sockets live in the runtime dir (which exists while the VM runs): directly in it (no
+ * service can write there) or in the service's own directory there. Not in another service's: that
+ * service could replace the socket with its own and take its clients. Paths are unique across the VM.
  */
 function socketPlaces(p: Problems, runtimeDir: string, services: ServiceConfig[]): void {
-  const dirs = new Set([runtimeDir, ...services.map((s) => `${runtimeDir}/${s.name}`)]);
   const seen = new Map<string, string>();
   services.forEach((s, i) => {
+    const own = `${runtimeDir}/${s.name}`;
     (s.sockets ?? []).forEach((sock, j) => {
       const path = `services[${i}].sockets[${j}].path`;
       const parent = sock.path.slice(0, sock.path.lastIndexOf('/'));
-      if (!dirs.has(parent)) {
-        p.add(path, `must be a file directly in the runtime dir ${runtimeDir} or in a service's directory there (got ${JSON.stringify(sock.path)})`);
+      if (parent !== runtimeDir && parent !== own) {
+        const other = services.find((x) => parent === `${runtimeDir}/${x.name}`);
+        p.add(
+          path,
+          other
+            ? `${sock.path} is in ${other.name}'s directory, which ${other.name} can write: it could replace the socket. Put it in ${own}/ or directly in ${runtimeDir}/`
+            : `must be a file directly in the runtime dir ${runtimeDir} or in ${s.name}'s own directory ${own}/ (got ${JSON.stringify(sock.path)})`,
+        );
       }
       const first = seen.get(sock.path);
       if (first !== undefined) p.add(path, `${sock.path} is already used by ${first}`);
       else seen.set(sock.path, path);
     });
   });
+}
+
+
+function under(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(`${dir}/`);
+}
+
+/**
+ * Where storage and the runtime dir may be: apart (run removes the runtime dir at stop, so storage
+ * inside it would be deleted; a runtime dir inside storage would be writable by a service with
+ * storage rw), and not in a kernel filesystem (`/proc/self/root` is the host's root). What only the
+ * host can tell (symlinks, who can write the parents) is `vmsandbox check`'s (hostCheck.ts).
+ */
+function placement(p: Problems, config: VmConfig): void {
+  const { storage, runtimeDir } = config;
+  if (under(storage, runtimeDir)) p.add('storage', `${storage} is inside the runtime dir ${runtimeDir}, which run removes when the VM stops: put the storage elsewhere (e.g. /var/lib/vmsandbox/${config.name})`);
+  else if (under(runtimeDir, storage)) p.add('runtimeDir', `${runtimeDir} is inside the storage ${storage}, which a service with storage "rw" can write: use the default /run/vmsandbox/${config.name}`);
+  for (const [field, path] of [['storage', storage], ['runtimeDir', runtimeDir]] as const) {
+    const k = new RegExp(KERNEL_FS_PATTERN).exec(path)?.[0]?.replace(/\/$/, '');
+    if (k) p.add(field, `${path} is in ${k}, a kernel filesystem (${k === '/proc' ? '/proc/self/root is the host\'s root' : 'not a place for a VM\'s files'}): use a directory on a real filesystem`);
+  }
 }
 
 function services(p: Problems, obj: Obj): ServiceConfig[] {
@@ -161,9 +203,13 @@ export function parseConfig(raw: unknown): VmConfig {
     timeouts: timeouts(p, obj),
     cgroup: cgroup(p, obj),
     landlock: landlock(p, obj),
+    network: network(p, obj),
     services: services(p, obj),
   };
-  if (p.list.length === 0) socketPlaces(p, config.runtimeDir, config.services);
+  if (p.list.length === 0) {
+    placement(p, config);
+    socketPlaces(p, config.runtimeDir, config.services);
+  }
   if (p.list.length > 0) throw new ConfigError(p.list);
   return config;
 }

@@ -34,6 +34,9 @@ export const LANDLOCK_ABI_DEFAULT = 6;
 
 export const STORAGE_ACCESS = ['none', 'ro', 'rw'] as const;
 export const EXIT_POLICIES = ['stop', 'ignore'] as const;
+/** `network`: the VM's own network namespace with loopback only (the default), or the host's. */
+export const NETWORK_MODES = ['none', 'host'] as const;
+export const NETWORK_DEFAULT = 'none';
 
 /** Signals that ask a vmm to shut down. SIGKILL is absent on purpose: that is the kill phase. */
 export const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGPWR'] as const;
@@ -72,6 +75,25 @@ export const FORBIDDEN_CAPABILITIES: Readonly<Record<string, string>> = {
   PERFMON: 'perf_event_open on other processes: it reads siblings\' /proc/PID/environ and maps, and kernel state',
   BPF: 'it loads BPF programs and maps: host-wide kernel code and data',
   CHECKPOINT_RESTORE: 'it chooses pids for new processes and reads other processes\' state, as checkpoint/restore does',
+  NET_ADMIN:
+    'it reconfigures the network namespace it is in: with network "host" the host\'s interfaces, routes and ' +
+    'firewall (nf_tables), and in any namespace it widens the kernel\'s attack surface; no VMM or virtiofsd needs it',
+  NET_RAW: 'raw and packet sockets: it forges and sniffs traffic on every interface of its network namespace',
+};
+
+/**
+ * Capabilities a service may keep, with what each still lets a compromised service do: `check`
+ * warns with these words and `run` logs them, so an operator grants them knowingly. virtiofsd
+ * needs most of them (it acts for arbitrary guest uids).
+ */
+export const RISKY_CAPABILITIES: Readonly<Record<string, string>> = {
+  SETUID: 'it becomes any uid: another service\'s (then it can signal, ptrace-free inspect via /proc and use what that uid owns), or root\'s uid without the capabilities',
+  SETGID: 'it joins any group, and reaches every file and device whose group permissions allow',
+  DAC_OVERRIDE: 'it reads and writes any file its Landlock rules reach, whatever the file\'s owner and mode',
+  FOWNER: 'it chmods and chowns-by-owner files it does not own within its Landlock rules (another service\'s socket in the runtime dir)',
+  FSETID: 'it keeps setuid/setgid bits on files it writes: a setuid binary in storage, inert only where storage is nosuid',
+  MKNOD: 'it creates device nodes (a block node for a host disk), inert only where the filesystem is nodev',
+  CHOWN: 'it gives files to any uid: with FSETID, a setuid-root file in storage',
 };
 
 export const ALLOWED_CAPABILITIES: readonly string[] = CAPABILITIES.filter((c) => !(c in FORBIDDEN_CAPABILITIES));
@@ -118,13 +140,17 @@ export const SOCKET_KEYS = ['path', 'fd', 'mode', 'gid'] as const;
 /** Keys of service objects, in documentation order. */
 export const SERVICE_KEYS = [
   'name', 'argv', 'env', 'uid', 'gid', 'groups', 'vmm', 'storage', 'tmp', 'shm', 'landlock',
-  'limits', 'caps', 'devices', 'sockets', 'securebits', 'stop', 'ready', 'onExit',
+  'limits', 'caps', 'devices', 'sockets', 'securebits', 'seccomp', 'stop', 'ready', 'onExit',
 ] as const;
-export const TOP_KEYS = ['name', 'storage', 'runtimeDir', 'timeouts', 'cgroup', 'landlock', 'services'] as const;
+export const SERVICE_SECCOMP_KEYS = ['allow'] as const;
+export const TOP_KEYS = ['name', 'storage', 'runtimeDir', 'timeouts', 'cgroup', 'landlock', 'network', 'services'] as const;
 export const TIMEOUT_KEYS = ['setupMs', 'stopMs', 'killMs'] as const;
 export const CGROUP_KEYS = ['parent', 'limits', 'limitsOptional'] as const;
 export const VM_LANDLOCK_KEYS = ['minAbi', 'allowDegraded'] as const;
 export const SERVICE_LANDLOCK_KEYS = ['read', 'write'] as const;
+
+/** Kernel filesystems: never a VM's storage or runtime dir (`/proc/self/root` is the host's root). */
+export const KERNEL_FS_PATTERN = '^(?:/+\\.?)*/+(?:proc|sys|dev)(?:/|$)';
 
 export function runtimeDirDefault(name: string): string {
   return `/run/vmsandbox/${name}`;

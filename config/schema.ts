@@ -8,11 +8,12 @@
 
 import { LIMIT_KEYS, LIMIT_RULES } from './limits.js';
 import {
-  ALLOWED_CAPABILITIES, CGROUP_PARENT_DEFAULT, CGROUP_PARENT_PATTERN, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, ID_MAX,
-  IDENTIFIER_PATTERN, LANDLOCK_ABI_DEFAULT, LANDLOCK_ABI_MAX, LANDLOCK_ABI_MIN, READY_IMMEDIATE, STOP_SIGNALS, STORAGE_ACCESS,
+  ALLOWED_CAPABILITIES, KERNEL_FS_PATTERN, CGROUP_PARENT_DEFAULT, CGROUP_PARENT_PATTERN, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, ID_MAX,
+  IDENTIFIER_PATTERN, LANDLOCK_ABI_DEFAULT, LANDLOCK_ABI_MAX, LANDLOCK_ABI_MIN, NETWORK_DEFAULT, NETWORK_MODES, READY_IMMEDIATE, STOP_SIGNALS, STORAGE_ACCESS,
   TIMEOUT_DEFAULTS, TIMEOUT_MAX_MS, TIMEOUT_MINIMUMS, TMPFS_DEFAULT_SIZE, TMPFS_SIZE_PATTERN,
 } from './rules.js';
 import { SECUREBIT_NAMES, SOCKET_FD_MAX, SOCKET_FD_MIN, SOCKET_MODE_DEFAULT, SOCKET_MODE_PATTERN } from './rules.js';
+import { SECCOMP_DENIABLE } from '../plan/seccomp.js';
 
 type Schema = Record<string, unknown>;
 
@@ -38,7 +39,7 @@ const absolutePath = (description: string): Schema => described(description, { t
 const pathList = (description: string): Schema =>
   described(description, { type: 'array', items: absolutePath('An absolute path.'), default: [] });
 const directory = (description: string): Schema =>
-  described(description, { type: 'string', allOf: [{ pattern: ABSOLUTE_PATH }, { pattern: NOT_ROOT }] });
+  described(description, { type: 'string', allOf: [{ pattern: ABSOLUTE_PATH }, { pattern: NOT_ROOT }, { not: { pattern: KERNEL_FS_PATTERN } }] });
 const identifier = (description: string): Schema =>
   described(description, { type: 'string', pattern: IDENTIFIER_PATTERN });
 const id = (description: string): Schema => described(description, { type: 'integer', minimum: 1, maximum: ID_MAX });
@@ -185,6 +186,18 @@ const service = described('A daemon of the VM, launched in its own sandbox.', {
         '"SECBIT_NO_SETUID_FIXUP" for a daemon that changes its euid/fsuid per request and must keep its caps.',
       { type: 'array', items: { type: 'string', pattern: SECUREBIT_PATTERN }, default: [] },
     ),
+    seccomp: described('The service\'s seccomp filter: allow by default, a fixed deny list (docs/threat-model.md).', {
+      type: 'object',
+      additionalProperties: false,
+      default: { allow: [] },
+      properties: {
+        allow: described('Syscalls of the deny list this service may use after all, by name, e.g. "userfaultfd" for QEMU postcopy migration.', {
+          type: 'array',
+          items: { type: 'string', enum: [...SECCOMP_DENIABLE] },
+          default: [],
+        }),
+      },
+    }),
     stop,
     ready,
     onExit: described(
@@ -263,6 +276,13 @@ export const configSchema = {
         ),
       },
     }),
+    network: described(
+      'The network the services see. "none" (the default): a network namespace of the VM\'s own with only its ' +
+        'loopback up (no route anywhere, not to the host\'s loopback nor to other VMs). "host": the host\'s network ' +
+        'namespace, with everything it exposes (its interfaces, services listening on its loopback, other VMs\' ' +
+        'listeners, socket diagnostics of the host).',
+      { type: 'string', enum: [...NETWORK_MODES], default: NETWORK_DEFAULT },
+    ),
     services: described('The VM\'s daemons, launched in order with the vmm last. Exactly one has "vmm": true.', {
       type: 'array',
       minItems: 1,

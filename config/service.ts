@@ -16,6 +16,8 @@ import {
   canonicalSecurebit,
 } from './rules.js';
 import { integer } from './fields.js';
+import { SERVICE_SECCOMP_KEYS } from './rules.js';
+import { SECCOMP_DENIABLE } from '../plan/seccomp.js';
 import type { ReadyCondition, ServiceConfig, SocketConfig, StopMethod } from './types.js';
 
 export interface ParsedService {
@@ -184,6 +186,22 @@ function securebits(p: Problems, path: string, v: unknown): string[] {
   return [...new Set(list(p, path, v, 'an array of securebit names', (itemPath, x) => securebit(p, itemPath, x)))];
 }
 
+/** seccomp: { allow: [names] }: each a syscall the default filter denies (plan/seccomp.ts). */
+function seccomp(p: Problems, path: string, v: unknown): { allow: string[] } {
+  const obj = expectObject(p, path, v);
+  if (!obj) return { allow: [] };
+  checkKeys(p, path, obj, SERVICE_SECCOMP_KEYS);
+  const allowPath = at(path, 'allow');
+  const raw = field(obj, 'allow');
+  if (raw === undefined) return { allow: [] };
+  const names = list(p, allowPath, raw, 'an array of syscall names', (itemPath, x) => {
+    if (typeof x === 'string' && SECCOMP_DENIABLE.includes(x)) return x;
+    fail(p, itemPath, x, `a syscall the default seccomp filter denies: ${SECCOMP_DENIABLE.join(', ')}`);
+    return '';
+  });
+  return { allow: [...new Set(names.filter((n) => n !== ''))] };
+}
+
 function groups(p: Problems, path: string, v: unknown): number[] {
   return list(p, path, v, 'an array of group ids', (itemPath, x) => id(p, itemPath, x, ROOT_GID));
 }
@@ -240,6 +258,7 @@ export function parseService(p: Problems, path: string, raw: unknown): ParsedSer
     devices: optional('devices', [], devices),
     sockets: optional('sockets', [], (p2, fieldPath, v) => sockets(p2, fieldPath, v, typeof get('gid') === 'number' ? (get('gid') as number) : 1)),
     securebits: optional('securebits', [], securebits),
+    seccomp: optional('seccomp', { allow: [] }, seccomp),
     stop: stopMethod(),
     ready: readyCondition(),
     onExit: exitPolicy(),

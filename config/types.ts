@@ -21,6 +21,13 @@ export type StorageAccess = 'none' | 'ro' | 'rw';
 export type ExitPolicy = 'stop' | 'ignore';
 
 /**
+ * The network the VM's services see: "none" (the default) is a network namespace of the VM's own
+ * with only its loopback up; "host" keeps the host's network namespace (docs/config.md says what
+ * that exposes).
+ */
+export type NetworkMode = 'none' | 'host';
+
+/**
  * A listening unix socket the sandbox creates for a service and hands to it at `fd` (like
  * `virtiofsd --fd=3`): created at `path` (in the runtime dir), owned by the service's uid and `gid`.
  */
@@ -60,6 +67,11 @@ export interface ServiceConfig {
   sockets?: SocketConfig[];
   /** Securebits set before the uid switch, e.g. ["SECBIT_NO_SETUID_FIXUP"]. Optional (= []). */
   securebits?: string[];
+  /**
+   * Syscalls of the default seccomp deny list (plan/seccomp.ts) this service may use after all, by
+   * name, e.g. { allow: ["userfaultfd"] }. Optional (= { allow: [] }).
+   */
+  seccomp?: { allow: string[] };
   /** How the vmm is asked to stop gracefully (vmm only). */
   stop: StopMethod;
   /**
@@ -77,7 +89,17 @@ export interface VmConfig {
   timeouts: { setupMs: number; stopMs: number; killMs: number };
   cgroup: { parent: string; limits: Limits; limitsOptional: boolean };
   landlock: { minAbi: number; allowDegraded: boolean };
+  /**
+   * The loader always fills it ("none" by default); optional in the type so configs built in code
+   * may leave it out (absent = "none", the safe choice). Read it through networkOf().
+   */
+  network?: NetworkMode;
   services: ServiceConfig[];
+}
+
+/** The VM's network mode, "none" when absent. */
+export function networkOf(config: VmConfig): NetworkMode {
+  return config.network ?? 'none';
 }
 
 /** The vmm's readiness condition, "immediate" when absent. */

@@ -13,13 +13,15 @@
 
 import type { Observable } from 'rxjs';
 import type { StopMethod } from '../config/types.js';
-import type { CgroupPlan, DirPlan, PlanResult, SandboxPlan, ServicePlan } from '../plan/types.js';
+import type { CgroupPlan, DirPlan, NamespacesPlan, PlanResult, SandboxPlan, ServicePlan } from '../plan/types.js';
 import type { MountOp } from '../plan/mounts.js';
 
 // Each operation's input is its slice of the plan (plan/types.ts), taken by the machine from its
 // context: what the operation does is what the plan says, visible in the machine and its logs.
 export interface NamespacesInput {
   cgroup: Pick<CgroupPlan, 'vm' | 'init'>;
+  /** The IPC and network namespaces the init gets besides PID + mount, and whether lo is brought up. */
+  namespaces: NamespacesPlan;
 }
 export interface MountInput {
   runtimeDir: string;
@@ -37,8 +39,9 @@ export interface LaunchInput {
   service: ServicePlan;
 }
 export interface StopInput {
-  /** The vmm's name and how to ask it to stop. */
+  /** The vmm's name, its uid (its QMP/API socket must be its own) and how to ask it to stop. */
   vmm: string;
+  uid: number;
   stop: StopMethod;
 }
 export interface OthersInput {
@@ -61,7 +64,7 @@ export interface LandlockReport {
 }
 
 export interface SandboxEffects {
-  /** Start the sandbox's PID 1 in a new PID + mount namespace. */
+  /** Start the sandbox's PID 1 in new PID + mount namespaces, and the IPC/network ones the plan names. */
   createNamespaces(input: NamespacesInput, signal: AbortSignal): Promise<{ initPid: number }>;
   /** Build the sandbox's mount tree (read-only root, /proc, /sys, /dev, runtime dir, storage). */
   mount(input: MountInput, signal: AbortSignal): Promise<void>;

@@ -264,7 +264,7 @@ export const sandboxMachine = setup({
           invoke: {
             id: 'createNamespaces',
             src: 'createNamespaces',
-            input: ({ context }) => ({ cgroup: context.plan.cgroup }),
+            input: ({ context }) => ({ cgroup: context.plan.cgroup, namespaces: context.plan.namespaces }),
             onDone: { target: 'mount', actions: assign({ reason: ({ event }) => `sandbox init started (pid ${event.output.initPid})` }) },
             onError: { target: '#vmsandbox.teardown', actions: { type: 'effectFailed', params: { step: 'setupNamespaces', setup: true } } },
           },
@@ -400,7 +400,7 @@ export const sandboxMachine = setup({
               invoke: {
                 id: 'requestStop',
                 src: 'requestStop',
-                input: ({ context }) => ({ vmm: vmmOf(context.config).name, stop: context.plan.stop }),
+                input: ({ context }) => ({ vmm: vmmOf(context.config).name, uid: vmmOf(context.config).uid, stop: context.plan.stop }),
                 onDone: { target: 'waiting', actions: 'stopRequestSent' },
                 onError: [
                   // The first request failing means the stop cannot be asked for at all: force it.

@@ -5,9 +5,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -34,13 +36,34 @@ int64_t vms_close(int64_t fd) {
     return close((int)fd) < 0 ? -errno : 0;
 }
 
+/* Set IFF_UP on `lo` of the caller's network namespace (a new one has it down, so even 127.0.0.1
+ * is unreachable). Plain syscalls only: this runs in init_child. 0, or -1 with errno set. */
+static int loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", sizeof "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) goto fail;
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) goto fail;
+    return close(s);
+fail:;
+    int e = errno;
+    (void)close(s); /* the ioctl's errno is the one that tells */
+    errno = e;
+    return -1;
+}
+
 /* Child side of vms_clone_init: async-signal-safe calls only (we are a copy of a threaded process). */
-static void init_child(const char *path, int ctl, int cgdir, int errw) {
+static void init_child(const char *path, int ctl, int cgdir, int errw, int loopback) {
     int e;
     const char *step;
     /* Move the error pipe out of the way of fds 0, 3 and 4 (it stays CLOEXEC). */
     int hi = fcntl(errw, F_DUPFD_CLOEXEC, 16);
     if (hi >= 0) errw = hi;
+    /* Before the init runs, so it never sees the VM's network without its loopback. */
+    if (loopback && loopback_up() < 0) { step = "loopback-up"; goto fail; }
     /* Move the fds above everything we place, then place them. */
     int c = fcntl(ctl, F_DUPFD_CLOEXEC, 16);
     if (c < 0) { step = "dup-control"; goto fail; }
@@ -84,17 +107,25 @@ fail:
     _exit(127);
 }
 
-/* clone3(CLONE_NEWPID|CLONE_NEWNS|CLONE_PIDFD [|CLONE_INTO_CGROUP]) and exec the init in the child,
- * with `ctl` at fd 3 and `cgdir` (or nothing, if < 0) at fd 4. `initcg`, if >= 0, is the O_PATH fd of
- * the init's cgroup leaf: the init starts in it. Returns (pidfd << 32) | pid, or -errno when the
- * clone or the exec failed (the failed child is reaped). */
-int64_t vms_clone_init(const char *path, int64_t ctl, int64_t cgdir, int64_t initcg) {
+/* clone3(CLONE_NEWPID|CLONE_NEWNS|CLONE_PIDFD [|CLONE_INTO_CGROUP] [|nsflags]) and exec the init in
+ * the child, with `ctl` at fd 3 and `cgdir` (or nothing, if < 0) at fd 4. `initcg`, if >= 0, is the
+ * O_PATH fd of the init's cgroup leaf: the init starts in it. `nsflags` are the further namespaces
+ * the plan asks for (only CLONE_NEWIPC and CLONE_NEWNET are accepted); `loopback` non-zero brings
+ * `lo` of the new network namespace up before the exec (only with CLONE_NEWNET). Returns
+ * (pidfd << 32) | pid, or -errno when the arguments, the clone, the loopback or the exec failed
+ * (the failed child is reaped). */
+int64_t vms_clone_init(const char *path, int64_t ctl, int64_t cgdir, int64_t initcg, int64_t nsflags,
+                       int64_t loopback) {
+    /* Anything else would change what the init is (a user namespace, a shared pid namespace): the
+     * plan cannot ask for it by mistake. */
+    if (nsflags < 0 || ((uint64_t)nsflags & ~(VMS_CLONE_NEWIPC | VMS_CLONE_NEWNET)) != 0) return -EINVAL;
+    if (loopback && !((uint64_t)nsflags & VMS_CLONE_NEWNET)) return -EINVAL;
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) return -errno;
     int pidfd = -1;
     struct vms_clone_args ca;
     memset(&ca, 0, sizeof ca);
-    ca.flags = VMS_CLONE_NEWPID | VMS_CLONE_NEWNS | VMS_CLONE_PIDFD;
+    ca.flags = VMS_CLONE_NEWPID | VMS_CLONE_NEWNS | VMS_CLONE_PIDFD | (uint64_t)nsflags;
     ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
     ca.exit_signal = SIGCHLD;
     if (initcg >= 0) {
@@ -104,7 +135,7 @@ int64_t vms_clone_init(const char *path, int64_t ctl, int64_t cgdir, int64_t ini
     long pid = syscall(VMS_NR_clone3, &ca, sizeof ca);
     if (pid == 0) {
         close(p[0]);
-        init_child(path, (int)ctl, (int)cgdir, p[1]);
+        init_child(path, (int)ctl, (int)cgdir, p[1], loopback != 0);
     }
     int e = errno;
     close(p[1]);

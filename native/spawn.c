@@ -13,10 +13,14 @@
  *   tmp=<tmpfs data> shm=<tmpfs data> storage=none|ro|rw storagepath=<path> keep=<path>*
  *   secbits=<securebits, decimal> listen=<target fd>,<mode octal>,<gid>,<path>* (owned by uid)
  *   llfs=<hex> llscope=<hex> llflags=<hex> llfile=<hex> rule=<hex>,<path>*   (Landlock: on iff llfs=)
- *   arg=<string>* env=<K=V>* cwd=<path>
+ *   arg=<string>* env=<K=V>* cwd=<path> outline=<bytes: an output line longer than this is cut>
+ *   sc=<syscall name>,<errno>[,<arg>,ne,<value hex> | ,<arg>,me,<mask hex>,<value hex>]*   (seccomp)
  * llfs is landlock_ruleset_attr.handled_access_fs, llscope its scoped, llflags the flags of
  * landlock_restrict_self(), llfile what a rule keeps on a non-directory, rule= one path-beneath
  * rule (its rights within llfs). The other Landlock keys need llfs.
+ * sc= is one seccomp rule of an allow-by-default filter (plan/seccomp.ts): the syscall, by name,
+ * resolved by libseccomp for this architecture (an unknown name is refused), fails with errno,
+ * always or when argument <arg> != value (ne) or (arg & mask) == value (me).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,6 +43,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include <linux/keyctl.h>
+#include <seccomp.h>
 
 #include "proto.h"
 #include "spawn.h"
@@ -120,8 +126,45 @@ static int mkdir_p(const char *path) {
     return 0;
 }
 
+/* Build the request's filter and load it. Returns 0, or -1 with errno set and *step named.
+ * Allow by default; a syscall of another architecture (i386 `int 0x80`, x32), which a deny list
+ * keyed on native numbers would not see, kills the process. */
+static int seccomp_apply(const struct spawn_req *r, const char **step) {
+    *step = "seccomp-init";
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+    for (int i = 0; rc == 0 && i < r->nsc; i++) {
+        const struct sc_rule *sc = &r->sc[i];
+        *step = "seccomp-rule";
+        if (!sc->has_arg) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO((uint32_t)sc->err), sc->nr, 0);
+        else if (sc->masked)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO((uint32_t)sc->err), sc->nr, 1,
+                                  SCMP_CMP64(sc->arg, SCMP_CMP_MASKED_EQ, sc->mask, sc->value));
+        else
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO((uint32_t)sc->err), sc->nr, 1,
+                                  SCMP_CMP64(sc->arg, SCMP_CMP_NE, sc->value));
+    }
+    if (rc == 0) {
+        *step = "seccomp-load";
+        rc = seccomp_load(ctx);
+    }
+    seccomp_release(ctx);
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
 /* Runs in the forked child, already in its cgroup leaf (CLONE_INTO_CGROUP). Never returns. */
 static void service_child(struct spawn_req *r, int pipefd) {
+    /* stdout/stderr: the pipes the init reads (fd 0 is the init's /dev/null). The service never
+     * holds the manager's log, so it can neither write raw records to it nor truncate it. */
+    if (dup2(r->out_wr[0], 1) < 0 || dup2(r->out_wr[1], 2) < 0) child_fail(pipefd, "dup2-output");
     if (r->nlisten > 0) {
         /* Keep the failure pipe out of the way of the target fds. */
         int moved = fcntl(pipefd, F_DUPFD_CLOEXEC, LISTEN_FD_BASE + MAX_LISTEN);
@@ -203,6 +246,11 @@ static void service_child(struct spawn_req *r, int pipefd) {
     if (r->keep_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) child_fail(pipefd, "keepcaps");
     if (setresgid(r->gid, r->gid, r->gid) < 0) child_fail(pipefd, "setresgid");
     if (setresuid(r->uid, r->uid, r->uid) < 0) child_fail(pipefd, "setresuid");
+    /* A fresh, empty session keyring instead of the one inherited from the init (the manager's):
+     * joined after the uid switch so it belongs to the service's uid (and its key quota), not
+     * root's. It links nothing, not even the uid's user keyring. ENOSYS: a kernel without keys
+     * has nothing to inherit. */
+    if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) child_fail(pipefd, "session-keyring");
     /* Set the capability sets explicitly: this also clears them for a uid-0 service. */
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2];
@@ -238,6 +286,12 @@ static void service_child(struct spawn_req *r, int pipefd) {
     /* ...except the handed-over sockets. */
     for (int i = 0; i < r->nlisten; i++)
         if (fcntl(r->listen[i].target, F_SETFD, 0) < 0) child_fail(pipefd, "fcntl-listen");
+    /* seccomp last: after no_new_privs (which it needs) and every step above, so none of them can
+     * be denied by it; only execve and, on failure, child_fail's write and _exit come after. */
+    if (r->nsc > 0) {
+        const char *step;
+        if (seccomp_apply(r, &step) < 0) child_fail(pipefd, step);
+    }
     execve(r->argv[0], r->argv, r->envp);
     child_fail(pipefd, "execve");
 }
@@ -345,6 +399,49 @@ static int add_rule(struct spawn_req *r, char *v) {
     return 0;
 }
 
+/* sc=<name>,<errno>[,<arg>,ne,<value hex> | ,<arg>,me,<mask hex>,<value hex>]. The name must be a
+ * syscall of this architecture: libseccomp's negative pseudo-numbers (a syscall another
+ * architecture has, like socketcall) are refused too, since a rule on them would deny nothing. */
+static int add_seccomp(struct spawn_req *r, char *v) {
+    if (r->nsc >= MAX_SECCOMP) return -1;
+    char *f[6] = {v};
+    int n = 1;
+    for (char *c = v; *c && n < 6; c++) {
+        if (*c != ',') continue;
+        *c = '\0';
+        f[n++] = c + 1;
+    }
+    if (strchr(f[n - 1], ',')) return -1; /* more than 6 fields */
+    struct sc_rule *sc = &r->sc[r->nsc];
+    memset(sc, 0, sizeof *sc);
+    if (n < 2 || f[0][0] == '\0') return -1;
+    sc->nr = seccomp_syscall_resolve_name(f[0]);
+    if (sc->nr < 0) return -1; /* __NR_SCMP_ERROR, or not a syscall of this architecture */
+    unsigned long long u;
+    if (parse_ul(f[1], 10, &u) < 0 || u < 1 || u > 4095) return -1;
+    sc->err = (int)u;
+    if (n > 2) {
+        unsigned long long idx;
+        if (n < 5 || parse_ul(f[2], 10, &idx) < 0 || idx > 5) return -1;
+        sc->has_arg = 1;
+        sc->arg = (unsigned)idx;
+        if (strcmp(f[3], "ne") == 0) {
+            if (n != 5 || parse_ul(f[4], 16, &u) < 0) return -1;
+            sc->value = u;
+        } else if (strcmp(f[3], "me") == 0) {
+            unsigned long long m;
+            if (n != 6 || parse_ul(f[4], 16, &m) < 0 || parse_ul(f[5], 16, &u) < 0 || (u & ~m)) return -1;
+            sc->masked = 1;
+            sc->mask = m;
+            sc->value = u;
+        } else {
+            return -1;
+        }
+    }
+    r->nsc++;
+    return 0;
+}
+
 /* The mount(2) flags a tmpfs of the request may carry (MS_RDONLY, NOSUID, NODEV, NOEXEC). */
 #define TMPFS_FLAGS (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
@@ -386,6 +483,8 @@ static int ll_hex(const char *v, int key, int *seen, unsigned long long max, uns
 
 int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
     memset(r, 0, sizeof *r);
+    r->out_line = MAX_OUT_LINE; /* the manager always sends outline= (its policy) */
+    r->out_rd[0] = r->out_rd[1] = r->out_wr[0] = r->out_wr[1] = -1;
     int ll_seen = 0;
     for (int i = 0; i < n; i++) {
         char *kv = tok[i];
@@ -427,14 +526,18 @@ int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
         else if (strcmp(kv, "rule") == 0) {
             ll_seen |= LLK_RULE;
             bad = add_rule(r, v) < 0;
-        } else if (strcmp(kv, "arg") == 0) {
+        } else if (strcmp(kv, "sc") == 0) bad = add_seccomp(r, v) < 0;
+        else if (strcmp(kv, "arg") == 0) {
             bad = r->argc >= MAX_ARGS - 1;
             if (!bad) r->argv[r->argc++] = v;
         } else if (strcmp(kv, "env") == 0) {
             bad = r->envc >= MAX_ARGS - 1;
             if (!bad) r->envp[r->envc++] = v;
         } else if (strcmp(kv, "cwd") == 0) r->cwd = v;
-        else bad = 1;
+        else if (strcmp(kv, "outline") == 0) {
+            bad = parse_ul(v, 10, &u) < 0 || u < 16 || u > MAX_OUT_LINE;
+            r->out_line = (unsigned)u;
+        } else bad = 1;
         if (bad) {
             *field = kv;
             return -1;
@@ -468,6 +571,27 @@ static long start_failed(const char **step, const char *what, int err) {
     return -1;
 }
 
+static void close_pair(int fds[2], const char *what) {
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] < 0) continue;
+        close_or_warn(fds[i], what);
+        fds[i] = -1;
+    }
+}
+
+/* The service's stdout and stderr pipes: the write ends for the child (CLOEXEC: dup2 onto 1 and
+ * 2 makes its own copies), the read ends non-blocking for PID 1's loop. */
+static int open_output(struct spawn_req *r) {
+    for (int i = 0; i < 2; i++) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0) return -1;
+        r->out_rd[i] = p[0];
+        r->out_wr[i] = p[1];
+        if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) return -1;
+    }
+    return 0;
+}
+
 long spawn_start(struct spawn_req *r, int have_cgroup_fd, const char **step) {
     int cgfd = -1;
     if (r->leaf) {
@@ -488,9 +612,11 @@ long spawn_start(struct spawn_req *r, int have_cgroup_fd, const char **step) {
         }
     }
     int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+    if (open_output(r) < 0 || pipe2(pipefd, O_CLOEXEC) < 0) {
         int e = errno;
         close_listeners(r);
+        close_pair(r->out_rd, "output pipe");
+        close_pair(r->out_wr, "output pipe");
         if (cgfd >= 0) close_or_warn(cgfd, "cgroup leaf");
         return start_failed(step, "pipe", e);
     }
@@ -510,8 +636,10 @@ long spawn_start(struct spawn_req *r, int have_cgroup_fd, const char **step) {
     close_listeners(r);
     if (cgfd >= 0) close_or_warn(cgfd, "cgroup leaf");
     close_or_warn(pipefd[1], "pipe");
+    close_pair(r->out_wr, "output pipe");
     if (pid < 0) {
         close_or_warn(pipefd[0], "pipe");
+        close_pair(r->out_rd, "output pipe");
         return start_failed(step, "clone3", clone_errno);
     }
     /* static: *step may point into it after the return. */
@@ -521,7 +649,8 @@ long spawn_start(struct spawn_req *r, int have_cgroup_fd, const char **step) {
     while (got < 0 && errno == EINTR);
     int read_errno = errno;
     close_or_warn(pipefd[0], "pipe");
-    if (got == 0) return pid; /* exec succeeded (the CLOEXEC pipe closed) */
+    if (got == 0) return pid; /* exec succeeded (the CLOEXEC pipe closed); out_rd are PID 1's now */
+    close_pair(r->out_rd, "output pipe");
     /* The child failed before exec and exits 127: reap it now so it is never reported. */
     int st;
     while (waitpid((pid_t)pid, &st, 0) < 0) {

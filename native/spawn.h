@@ -14,6 +14,10 @@
 #define MAX_GROUPS 64
 #define MAX_RULES 512
 #define MAX_ARGS 1024 /* argv and envp each, with their NULL */
+#define MAX_SECCOMP 128
+/* The longest output line the init forwards (outline= may ask for less): the capacity of each
+ * output stream's buffer in the init. */
+#define MAX_OUT_LINE 16384
 
 /* A listening unix socket handed to the service at fd `target`. */
 struct listen_req {
@@ -29,6 +33,16 @@ struct listen_req {
 struct ll_rule {
     uint64_t access; /* allowed_access; on a non-directory, & spawn_req.ll_file */
     const char *path;
+};
+
+/* One seccomp rule (sc=): the syscall answers -errno when its condition holds (always without one). */
+struct sc_rule {
+    int nr;       /* resolved by libseccomp for the native architecture */
+    int err;      /* 1..4095 */
+    int has_arg;  /* 0: unconditional */
+    unsigned arg; /* argument index 0..5 */
+    int masked;   /* 1: (arg & mask) == value; 0: arg != value */
+    uint64_t mask, value;
 };
 
 /* The strings point into the request line (valid until the next request). */
@@ -64,11 +78,20 @@ struct spawn_req {
     uint64_t ll_file;  /* the rights a rule keeps on a non-directory */
     struct ll_rule rules[MAX_RULES];
     int nrules;
+    /* seccomp, applied as given: allow by default, these rules deny; on when nsc > 0. */
+    struct sc_rule sc[MAX_SECCOMP];
+    int nsc;
     char *argv[MAX_ARGS];
     int argc;
     char *envp[MAX_ARGS];
     int envc;
     const char *cwd;
+    /* stdout and stderr are pipes to the init, never the manager's own fds (outline=: a line
+     * longer than this is cut). spawn_start leaves the read ends (O_NONBLOCK, CLOEXEC) in out_rd
+     * once execve has succeeded; out_wr are the write ends, the child's fds 1 and 2. */
+    unsigned out_line;
+    int out_rd[2];
+    int out_wr[2];
 };
 
 /* Fill *r from the request's key=value tokens (tok[0..n-1], decoded; the keys are cut at their

@@ -6,7 +6,8 @@
  * spawner (a spawn request's fields, the service's setup up to execve) is spawn.c.
  *
  * Started by libvmsandbox's vms_clone_init() with:
- *   fd 0  /dev/null            fd 1, 2  the manager's stdout/stderr
+ *   fd 0  /dev/null            fd 1, 2  the manager's stdout/stderr (the init's own diagnostics
+ *                                       only: each service's fds 1, 2 are pipes to the init)
  *   fd 3  control socket (AF_UNIX SOCK_STREAM, one end of a socketpair; the manager holds the other)
  *   fd 4  O_PATH|O_DIRECTORY fd of the VM's cgroup directory (optional; absent = no placement)
  *   PR_SET_PDEATHSIG(SIGKILL) already set by the shim (the parent is the manager's main thread).
@@ -19,6 +20,13 @@
  *   hello <version> <pid>                 sent once, after / was made MS_SLAVE|MS_REC
  *   exit <service> <pid> exited <status>  a service exited (pid as seen in the namespace)
  *   exit <service> <pid> killed <signo>   a service was killed by a signal
+ *   out <service> stdout|stderr whole|cut <line>
+ *                                         one line a service wrote (without its newline); cut: it
+ *                                         was longer than the spawn's outline= and the rest of it,
+ *                                         up to its newline, was dropped
+ *   outdrop <service> stdout|stderr <count>
+ *                                         lines dropped because the control socket's buffer was
+ *                                         full (PID 1 never waits on a service's output)
  * manager -> init, requests, each answered by exactly one reply in request order:
  *   ping <id>
  *   mkdir <id> <path> <mode-octal>                      (EEXIST is success)
@@ -79,6 +87,29 @@ struct service {
 static struct service services[MAX_SERVICES];
 static int have_cgroup_fd;
 
+/* A service's stdout or stderr: the read end of its pipe, read in the loop below, split into
+ * lines and forwarded as `out` messages. It outlives the service while a descendant holds the
+ * write end (closed at EOF). */
+#define MAX_STREAMS (2 * MAX_SERVICES)
+struct stream {
+    int fd;     /* -1 = free */
+    pid_t pid;  /* the service's, to drain the pipe before its exit report */
+    int which;  /* 0 stdout, 1 stderr */
+    char name[MAX_NAME];
+    size_t limit;              /* outline= */
+    size_t used;               /* bytes of an unfinished line in buf */
+    int skipping;              /* dropping the rest of a line cut at limit */
+    unsigned long long dropped; /* lines not sent: the control socket's buffer was full */
+    char buf[MAX_OUT_LINE + 1];
+};
+static struct stream streams[MAX_STREAMS];
+
+/* Output messages wait here, sent without blocking; what does not fit is dropped and counted. Every
+ * other message is sent after it (send_msg flushes it first), so lines never split a reply. */
+#define TX_CAP (1 << 17)
+static char tx[TX_CAP];
+static size_t tx_used;
+
 static void die(const char *what) {
     /* stderr is the manager's log. */
     fprintf(stderr, "vmsandbox-init: %s: %s\n", what, strerror(errno));
@@ -124,18 +155,19 @@ static int decode(char *s) {
     return 0;
 }
 
-/* Append an encoded token to out (size n, used *len). Returns -1 if it does not fit. */
-static int encode_append(char *out, size_t n, size_t *len, const char *tok) {
+/* Append an encoded token of tlen bytes (a NUL byte too: %00) to out (size n, used *len).
+ * Returns -1 if it does not fit. */
+static int encode_bytes(char *out, size_t n, size_t *len, const char *tok, size_t tlen) {
     static const char hex[] = "0123456789ABCDEF";
     if (*len > 0) {
         if (*len + 1 >= n) return -1;
         out[(*len)++] = ' ';
     }
-    if (*tok == '\0') {
+    if (tlen == 0) {
         if (*len + 1 >= n) return -1;
         out[(*len)++] = '~';
     }
-    for (const unsigned char *p = (const unsigned char *)tok; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)tok; p < (const unsigned char *)tok + tlen; p++) {
         if (safe_char(*p)) {
             if (*len + 1 >= n) return -1;
             out[(*len)++] = (char)*p;
@@ -150,8 +182,43 @@ static int encode_append(char *out, size_t n, size_t *len, const char *tok) {
     return 0;
 }
 
+static int encode_append(char *out, size_t n, size_t *len, const char *tok) {
+    return encode_bytes(out, n, len, tok, strlen(tok));
+}
+
+/* Send what tx holds: without waiting (block = 0: what the socket does not take now stays for the
+ * loop's POLLOUT), or all of it (block = 1, before another message). */
+static void tx_flush(int block) {
+    size_t off = 0;
+    while (off < tx_used) {
+        ssize_t r = send(VMS_CONTROL_FD, tx + off, tx_used - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                if (!block) break;
+                struct pollfd p = {.fd = VMS_CONTROL_FD, .events = POLLOUT};
+                if (poll(&p, 1, -1) < 0 && errno != EINTR) die("poll(control, POLLOUT)");
+                continue;
+            }
+            _exit(0); /* EPIPE/ECONNRESET: the manager died */
+        }
+        off += (size_t)r;
+    }
+    memmove(tx, tx + off, tx_used - off);
+    tx_used -= off;
+}
+
+/* Queue one message for tx_flush, or return -1 if tx has no room for it. */
+static int tx_queue(const char *msg, size_t len) {
+    if (len > TX_CAP - tx_used) return -1;
+    memcpy(tx + tx_used, msg, len);
+    tx_used += len;
+    return 0;
+}
+
 /* Send one message made of the given tokens. A failure to send means the manager is gone. */
 static void send_msg(const char *const *toks, int ntoks) {
+    tx_flush(1);
     char buf[4096];
     size_t len = 0;
     for (int i = 0; i < ntoks; i++) {
@@ -285,6 +352,113 @@ static void do_kill(char **tok, int n) {
     reply_ok(tok[1], -1);
 }
 
+/* ---------- service output ---------- */
+
+static const char *const stream_names[2] = {"stdout", "stderr"};
+
+/* Queue `outdrop` for the lines s dropped, if tx has room (else they stay counted). */
+static void report_dropped(struct stream *s) {
+    if (s->dropped == 0) return;
+    char n[32], msg[256];
+    size_t len = 0;
+    snprintf(n, sizeof n, "%llu", s->dropped);
+    const char *t[] = {"outdrop", s->name, stream_names[s->which], n};
+    for (int i = 0; i < 4; i++)
+        if (encode_append(msg, sizeof msg - 1, &len, t[i]) < 0) return;
+    msg[len++] = '\n';
+    if (tx_queue(msg, len) == 0) s->dropped = 0;
+}
+
+/* Queue one line as an `out` message, after the count of any dropped before it; dropped and
+ * counted itself when tx has no room. */
+static void out_line(struct stream *s, const char *line, size_t n, int cut) {
+    static char msg[3 * MAX_OUT_LINE + 256]; /* every byte %XX at worst, and the header */
+    size_t len = 0;
+    report_dropped(s);
+    const char *t[] = {"out", s->name, stream_names[s->which], cut ? "cut" : "whole"};
+    for (int i = 0; i < 4; i++)
+        if (encode_append(msg, sizeof msg - 1, &len, t[i]) < 0) goto drop;
+    if (encode_bytes(msg, sizeof msg - 1, &len, line, n) < 0) goto drop;
+    msg[len++] = '\n';
+    if (s->dropped == 0 && tx_queue(msg, len) == 0) return;
+drop:
+    s->dropped++;
+}
+
+/* EOF (every holder of the write end is gone): the unfinished last line, then the dropped count,
+ * which is this stream's last word and so waits for room as an exit report does. */
+static void stream_close(struct stream *s) {
+    if (s->used > 0 && !s->skipping) out_line(s, s->buf, s->used, 0);
+    if (s->dropped > 0) {
+        tx_flush(1);
+        report_dropped(s);
+    }
+    close_or_warn(s->fd, "output pipe");
+    s->fd = -1;
+}
+
+/* One read of at most limit + 1 bytes, split into lines. Returns the bytes read, 0 if there were
+ * none (the pipe is non-blocking), -1 once the stream is closed. */
+static ssize_t stream_read(struct stream *s) {
+    ssize_t r = read(s->fd, s->buf + s->used, s->limit + 1 - s->used);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+    if (r <= 0) {
+        if (r < 0) fprintf(stderr, "vmsandbox-init: read(%s of %s): %s\n", stream_names[s->which], s->name, strerror(errno));
+        stream_close(s);
+        return -1;
+    }
+    size_t end = s->used + (size_t)r, start = 0;
+    for (size_t i = s->used; i < end; i++) {
+        if (s->buf[i] != '\n') continue;
+        if (s->skipping) s->skipping = 0; /* the end of a line already cut */
+        else out_line(s, s->buf + start, i - start, 0);
+        start = i + 1;
+    }
+    memmove(s->buf, s->buf + start, end - start);
+    s->used = end - start;
+    if (s->used > s->limit) {
+        /* Longer than the limit: its first `limit` bytes go, marked, the rest up to its newline not. */
+        if (!s->skipping) out_line(s, s->buf, s->limit, 1);
+        s->skipping = 1;
+        s->used = 0;
+    }
+    return r;
+}
+
+/* Before a service's exit is reported: what it wrote before it died, so that its last lines come
+ * before its exit. Bounded (a pipe's worth and a line), as a descendant may still be writing. */
+static void drain_output(pid_t pid) {
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        struct stream *s = &streams[i];
+        if (s->fd < 0 || s->pid != pid) continue;
+        size_t total = 0;
+        ssize_t r;
+        while (total <= 65536 && (r = stream_read(s)) > 0) total += (size_t)r;
+    }
+}
+
+static int free_streams(void) {
+    int n = 0;
+    for (int i = 0; i < MAX_STREAMS; i++) n += streams[i].fd < 0;
+    return n;
+}
+
+static void add_stream(pid_t pid, int which, int fd, const char *name, size_t limit) {
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        struct stream *s = &streams[i];
+        if (s->fd >= 0) continue;
+        s->fd = fd;
+        s->pid = pid;
+        s->which = which;
+        snprintf(s->name, sizeof s->name, "%s", name);
+        s->limit = limit;
+        s->used = 0;
+        s->skipping = 0;
+        s->dropped = 0;
+        return;
+    }
+}
+
 /* spawn <id> key=value...: spawn.c parses the request and starts the service; the registry of
  * live services (names, slots) is PID 1's. */
 static void do_spawn(char **tok, int n) {
@@ -298,11 +472,14 @@ static void do_spawn(char **tok, int n) {
     for (int i = 0; i < MAX_SERVICES && !slot; i++)
         if (services[i].pid == 0) slot = &services[i];
     if (!slot) return reply_err(id, ENOSPC, "slots");
+    /* Streams of exited services whose descendants still hold the pipe count too. */
+    if (free_streams() < 2) return reply_err(id, ENOSPC, "streams");
     long pid = spawn_start(&r, have_cgroup_fd, &what);
     if (pid < 0) return reply_err(id, errno, what);
     /* execve succeeded. Registered before the next reap, so its exit is reported. */
     slot->pid = (pid_t)pid;
     snprintf(slot->name, sizeof slot->name, "%s", r.name);
+    for (int k = 0; k < 2; k++) add_stream((pid_t)pid, k, r.out_rd[k], r.name, r.out_line);
     reply_ok(id, pid);
 }
 
@@ -331,6 +508,7 @@ static void reap_all(void) {
                 snprintf(v, sizeof v, "%d", WTERMSIG(st));
             }
             const char *t[] = {"exit", services[i].name, p, how, v};
+            drain_output(pid);
             services[i].pid = 0;
             send_msg(t, 5);
             break;
@@ -424,15 +602,31 @@ int main(void) {
     const char *hello[] = {"hello", ver, pidbuf};
     send_msg(hello, 3);
 
+    for (int i = 0; i < MAX_STREAMS; i++) streams[i].fd = -1;
     static char buf[MAX_LINE + 1];
     size_t used = 0;
     int skipping = 0; /* dropping the rest of an over-long request, up to its newline */
     for (;;) {
-        struct pollfd p[2] = {{.fd = VMS_CONTROL_FD, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-        if (poll(p, 2, -1) < 0) {
+        tx_flush(0);
+        struct pollfd p[2 + MAX_STREAMS] = {
+            {.fd = VMS_CONTROL_FD, .events = POLLIN | (tx_used ? POLLOUT : 0)},
+            {.fd = sfd, .events = POLLIN},
+        };
+        int at[MAX_STREAMS]; /* p[2 + k] is streams[at[k]] */
+        nfds_t np = 2;
+        for (int i = 0; i < MAX_STREAMS; i++) {
+            if (streams[i].fd < 0) continue;
+            at[np - 2] = i;
+            p[np++] = (struct pollfd){.fd = streams[i].fd, .events = POLLIN};
+        }
+        if (poll(p, np, -1) < 0) {
             if (errno == EINTR) continue;
             die("poll");
         }
+        /* Output first, one read per stream per round: a flooding service gets no more turns than
+         * the others, and none delays the control socket by more than a line's worth. */
+        for (nfds_t k = 2; k < np; k++)
+            if (p[k].revents && streams[at[k - 2]].fd >= 0) (void)stream_read(&streams[at[k - 2]]);
         if (p[1].revents & POLLIN) {
             struct signalfd_siginfo si;
             for (;;) {

@@ -5,13 +5,21 @@
 //   <cgroup.parent>/<name>                 the VM: holds no process, carries the VM's limits
 //   <cgroup.parent>/<name>/init            the sandbox's PID 1
 //   <cgroup.parent>/<name>/svc-<service>   one leaf per service, with its limits
+//   <cgroup.parent>/<name>/stop-command    the vmm's `command` stop method, on the host (made when
+//                                          it first runs: effects/linux/stop.ts)
 //
-// The "svc-" prefix keeps a service named "init" from colliding with the init's leaf.
+// The "svc-" prefix keeps a service named "init" (or "stop-command") from colliding with the
+// init's leaf or the stop command's.
 
 import type { Limits, VmConfig } from '../config/types.js';
 import type { CgroupPlan, HostFacts, LimitWrite } from './types.js';
 
 export const INIT_LEAF = 'init';
+/**
+ * The stop command runs unsandboxed on the host, but in this leaf of the VM's cgroup: whatever it
+ * starts dies with the VM's cgroup.kill (teardown, or `finish` after the manager was SIGKILLed).
+ */
+export const STOP_COMMAND_LEAF = 'stop-command';
 
 export function serviceLeaf(service: string): string {
   return `svc-${service}`;

@@ -5,16 +5,25 @@
 // simulator's kernel).
 
 import type { ServiceConfig, VmConfig } from '../config/types.js';
-import { readyOf, vmmOf } from '../config/types.js';
+import { networkOf, readyOf, vmmOf } from '../config/types.js';
 import { planCgroups } from './cgroup.js';
 import { planLandlockAbi } from './landlock.js';
 import { planMounts } from './mounts.js';
 import { planService, serviceRuntimeDir } from './service.js';
-import type { HostFacts, PlanResult, Refusal, SandboxPlan } from './types.js';
+import type { HostFacts, NamespacesPlan, PlanResult, Refusal, SandboxPlan } from './types.js';
 
 /** Launch order: the other services in config order, the vmm last (it connects to their sockets). */
 export function launchOrder(config: VmConfig): ServiceConfig[] {
   return [...config.services.filter((s) => !s.vmm), ...config.services.filter((s) => s.vmm)];
+}
+
+/**
+ * A VM's IPC namespace is always its own (nothing in a VMM or virtiofsd needs the host's SysV IPC);
+ * its network namespace is its own, with loopback up, unless the config asks for the host's.
+ */
+export function planNamespaces(config: VmConfig): NamespacesPlan {
+  const net = networkOf(config) === 'none';
+  return { clone: net ? ['ipc', 'net'] : ['ipc'], loopback: net };
 }
 
 export function planSandbox(config: VmConfig, facts: HostFacts): PlanResult {
@@ -32,7 +41,10 @@ export function planSandbox(config: VmConfig, facts: HostFacts): PlanResult {
   const plan: SandboxPlan = {
     vm: config.name,
     runtimeDir: config.runtimeDir,
-    dirs: config.services.map((s) => ({ path: serviceRuntimeDir(config, s), mode: 0o755, uid: s.uid, gid: s.gid })),
+    namespaces: planNamespaces(config),
+    // Each service's directory is its own (0700): another service of the VM neither lists it nor
+    // reaches a socket in it; sockets shared with others are handed over in the runtime dir itself.
+    dirs: config.services.map((s) => ({ path: serviceRuntimeDir(config, s), mode: 0o700, uid: s.uid, gid: s.gid })),
     mounts,
     landlock: 'field' in ll ? { abi, degraded: [] } : ll,
     cgroup,
@@ -60,4 +72,4 @@ export class PlanRefused extends Error {
   }
 }
 
-export type { HostFacts, PlanResult, Refusal, SandboxPlan } from './types.js';
+export type { HostFacts, NamespacesPlan, PlanResult, Refusal, SandboxPlan } from './types.js';

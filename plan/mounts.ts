@@ -104,6 +104,8 @@ export function deviceOwners(config: VmConfig, refuse: Refuse = () => undefined)
 export function planMounts(config: VmConfig, refuse: Refuse = () => undefined): MountOp[] {
   const runtime = config.runtimeDir;
   if (!plainAbsolute(runtime)) refuse('runtimeDir', `must be a normalized absolute path, got ${JSON.stringify(runtime)}`);
+  const parent = posix.dirname(runtime);
+  if (parent === '/') refuse('runtimeDir', `${runtime} is directly under /: the VM's view covers the runtime dir's parent (so no VM sees another's), and covering / hides the whole host; use a directory such as /run/vmsandbox/${config.name}`);
   const stage = '/tmp';
   const sdev = `${stage}/dev`;
   const ops: MountOp[] = [
@@ -145,9 +147,18 @@ export function planMounts(config: VmConfig, refuse: Refuse = () => undefined): 
     { verb: 'umount', path: '/dev', flags: MNT_DETACH },
     { verb: 'mount', source: sdev, target: '/dev', fstype: '', flags: MS.MOVE, data: '' },
     { verb: 'mount', source: '', target: '/dev', fstype: '', flags: MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NOEXEC, data: 'mode=0755' },
-    { verb: 'umount', path: stage, flags: MNT_DETACH },
-    { verb: 'mount', source: runtime, target: runtime, fstype: '', flags: MS.BIND, data: '' },
+    // The VM sees its own runtime dir and no other VM's: a copy of it is taken aside, an empty
+    // tmpfs covers its parent (where every VM's runtime dir lives, /run/vmsandbox), and the copy is
+    // moved back in. Without this a service whose capabilities bypass file modes (virtiofsd's
+    // DAC_OVERRIDE) connects to another VM's QMP socket: Landlock does not govern connect(2).
+    { verb: 'mkdir', path: `${stage}/rt`, mode: 0o755 },
+    { verb: 'mount', source: runtime, target: `${stage}/rt`, fstype: '', flags: MS.BIND, data: '' },
+    { verb: 'mount', source: 'tmpfs', target: parent, fstype: 'tmpfs', flags: MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=0755,size=16k' },
+    { verb: 'mkdir', path: runtime, mode: 0o711 },
+    { verb: 'mount', source: `${stage}/rt`, target: runtime, fstype: '', flags: MS.MOVE, data: '' },
     { verb: 'setattr', path: runtime, set: MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV, clr: MOUNT_ATTR.RDONLY, recursive: false },
+    { verb: 'mount', source: '', target: parent, fstype: '', flags: MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=0755' },
+    { verb: 'umount', path: stage, flags: MNT_DETACH },
   );
   return ops;
 }

@@ -16,6 +16,7 @@ import {
 } from '../config/rules.js';
 import { serviceCgroupPath, serviceLeaf } from './cgroup.js';
 import { planServiceLandlock } from './landlock.js';
+import { planSeccomp } from './seccomp.js';
 import { BASE_DEVICES, MOUNT_ATTR, MS } from './mounts.js';
 import type { Refusal, ServicePlan, SocketPlan, StoragePlan, TmpfsPlan } from './types.js';
 
@@ -159,6 +160,7 @@ export function planService(config: VmConfig, service: ServiceConfig, index: num
     tmpfs: tmp,
     keep: [config.runtimeDir],
     landlock: planServiceLandlock(abi, rules),
+    seccomp: planSeccomp(service.seccomp?.allow ?? [], `${field}.seccomp.allow`, refuse),
     argv: [...service.argv],
     env,
   };

@@ -6,6 +6,7 @@
 import type { StopMethod, ReadyCondition, Limits } from '../config/types.js';
 import type { MountOp } from './mounts.js';
 import type { LandlockPlan } from './landlock.js';
+import type { SeccompPlan } from './seccomp.js';
 
 /** What the plan needs to know about the host: probed by a backend, never assumed. */
 export interface HostFacts {
@@ -74,6 +75,8 @@ export interface ServicePlan {
   keep: string[];
   /** Its Landlock ruleset; null when the kernel has no Landlock and the config allows that. */
   landlock: LandlockPlan | null;
+  /** Its seccomp filter (plan/seccomp.ts), loaded last before exec; null when every default rule is allowed away. */
+  seccomp: SeccompPlan | null;
   argv: string[];
   env: Array<[string, string]>;
 }
@@ -107,9 +110,24 @@ export interface DirPlan {
   gid: number;
 }
 
+/**
+ * The namespaces the init is cloned into besides its PID and mount namespaces (always new: the init
+ * is PID 1 and builds the VM's mount tree), and what is set up in them before the init runs.
+ */
+export interface NamespacesPlan {
+  /**
+   * New namespaces, named as in /proc/PID/ns: `ipc` always (SysV IPC and POSIX message queues are
+   * then the VM's own), `net` unless the config keeps the host's network (`network: "host"`).
+   */
+  clone: Array<'ipc' | 'net'>;
+  /** Bring the new network namespace's `lo` up (only with `net`): loopback inside the VM works. */
+  loopback: boolean;
+}
+
 export interface SandboxPlan {
   vm: string;
   runtimeDir: string;
+  namespaces: NamespacesPlan;
   /** The runtime dir's per-service directories. */
   dirs: DirPlan[];
   /** The VM namespace's mount operations, in order (plan/mounts.ts). */

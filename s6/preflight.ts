@@ -24,6 +24,9 @@ export async function preflight(config: VmConfig, log: Logger, check: PreflightC
   const started = performance.now();
   const report = await check(config);
   const problems = report.items.filter((x) => x.level === 'fail').map((x) => `${x.item}: ${x.message}`);
+  const warnings = report.items.filter((x) => x.level === 'warn').map((x) => `${x.item}: ${x.message}`);
+  // Warnings never refuse; the operator reading the log at 3 a.m. still sees what check said.
+  if (warnings.length) log.warn({ warnings }, `vmsandbox check warns (${warnings.length}): ${warnings.join('; ')}`);
   if (problems.length === 0) {
     // Every refusal of the plan is a failed item of the check: this plans without one.
     return mustPlan(config, { landlockAbi: report.facts.landlockAbi ?? 0, cgroupControllers: report.facts.cgroupControllers });

@@ -4,6 +4,7 @@
 import { stat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import type { ReadyCondition } from '../config/types.js';
+import { vetVmmSocket, type VettedSocket } from '../effects/linux/vmmSocket.js';
 
 const POLL_MS = 20;
 
@@ -25,14 +26,22 @@ const sleep = (ms: number, signal: AbortSignal) =>
   });
 
 /** One attempt: connect, read the first line, check it is a QMP greeting. */
-function qmpGreeting(path: string, signal: AbortSignal): Promise<boolean> {
+function qmpGreeting(path: string, signal: AbortSignal, owner: number): Promise<boolean> {
+  // Only the vmm's own socket counts (and root follows no symlink to reach it): vmmSocket.ts.
+  let vetted: VettedSocket;
+  try {
+    vetted = vetVmmSocket('ready', path, owner);
+  } catch {
+    return Promise.resolve(false);
+  }
   return new Promise((resolve) => {
-    const sock = connect({ path });
+    const sock = connect({ path: vetted.path });
     let buf = '';
     let settled = false;
     const end = (ok: boolean) => {
       if (settled) return;
       settled = true;
+      vetted.close();
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       sock.destroy();
@@ -58,12 +67,12 @@ function qmpGreeting(path: string, signal: AbortSignal): Promise<boolean> {
 }
 
 /** Resolve true once the condition holds, false if `signal` aborts first. */
-export async function waitReady(c: ReadyCondition, signal: AbortSignal): Promise<boolean> {
+export async function waitReady(c: ReadyCondition, signal: AbortSignal, owner: number): Promise<boolean> {
   if (c === 'immediate') return !signal.aborted;
   while (!signal.aborted) {
     if ('socket' in c) {
       if (await stat(c.socket).then(() => true, () => false)) return !signal.aborted;
-    } else if (await qmpGreeting(c.qmp, signal)) {
+    } else if (await qmpGreeting(c.qmp, signal, owner)) {
       return !signal.aborted;
     }
     await sleep(POLL_MS, signal);

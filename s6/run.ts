@@ -117,6 +117,18 @@ export async function runMain(argv: string[]): Promise<number> {
     journal: lock,
   });
 
+  // The services' output, each line a record of its own tagged with the service: a service's text
+  // is only ever a field of a record (it cannot forge one of the manager's), and it never holds
+  // the manager's stdout (it cannot truncate the log). Its stdout at info, its stderr at warn.
+  const outputSub = backend.output$.subscribe((o) => {
+    if (o.type === 'line') {
+      log[o.stream === 'stdout' ? 'info' : 'warn']({ service: o.service, stream: o.stream, ...(o.cut ? { cut: true } : {}) }, o.line);
+    } else {
+      const why = o.reason === 'rate' ? 'over the rate limit' : "the init's buffer to the manager was full";
+      log.warn({ service: o.service, stream: o.stream, dropped: o.count, reason: o.reason }, `${o.service}: ${o.count} output lines dropped (${why})`);
+    }
+  });
+
   // Before the machine starts: a supervisor that cannot be watched is a config error (exit 100).
   const deaths: Array<(why: string) => void> = [];
   let supervisor;
@@ -127,6 +139,7 @@ export async function runMain(argv: string[]): Promise<number> {
     await status.close();
     await backend.effects.cleanup({}, AbortSignal.timeout(CLEANUP_MS)).catch((c: Error) => log.warn({ detail: c.message }, c.message));
     backend.dispose();
+    outputSub.unsubscribe();
     log.error({ exitCode: EXIT_CODES.configInvalid }, e.message);
     endOwnership(lock, EXIT_CODES.configInvalid);
     return EXIT_CODES.configInvalid;
@@ -165,7 +178,7 @@ export async function runMain(argv: string[]): Promise<number> {
     },
     // Readiness: once the machine is running, probe the vmm's condition; while it holds, tell s6.
     ready: {
-      probe: (signal) => waitReady(ready, signal),
+      probe: (signal) => waitReady(ready, signal, vmmOf(config).uid),
       onReady: () => {
         signalReady(log, notifyFd, ready, Date.now() - started);
         notifyFd = null;
@@ -185,6 +198,7 @@ export async function runMain(argv: string[]): Promise<number> {
   await status.close();
   supervisor.stop();
   backend.dispose();
+  outputSub.unsubscribe();
   process.off('SIGHUP', onHup);
   process.off('SIGCONT', onCont);
   if (notifyFd !== null) closeSync(notifyFd);

@@ -207,7 +207,7 @@ export function createSimBackend(
   }
 
   const effects: SandboxEffects = {
-    createNamespaces: ({ cgroup }, signal) =>
+    createNamespaces: ({ cgroup, namespaces }, signal) =>
       run('createNamespaces', signal, () => {
         // The VM's cgroup: journalled before it is created; one no run of this VM created is refused,
         // one an earlier run left populated too (its teardown did not finish).
@@ -235,7 +235,8 @@ export function createSimBackend(
         init = { proc, fd: kernel.pidfdOpen(proc.pid) };
         vm.pidns = pidns;
         vm.mntns = mntns;
-        record?.(line.init(cgroup.init));
+        // The model kernel has no IPC or network objects: the namespaces are only recorded.
+        record?.(line.init(cgroup.init, namespaces));
         trace(`effect: init started pid ${proc.pid}`);
         return { initPid: proc.pid };
       }),

@@ -69,17 +69,18 @@ describe('defaults', () => {
       timeouts: { setupMs: 30000, stopMs: 10000, killMs: 2000 },
       cgroup: { parent: 'vmsandbox', limits: {}, limitsOptional: false },
       landlock: { minAbi: 6, allowDegraded: false },
+      network: 'none',
       services: [
         {
           name: 'virtiofsd', argv: ['/usr/lib/qemu/virtiofsd', '--cache=never'], env: {}, uid: 62001, gid: 62001,
           groups: [], vmm: false, storage: 'none', tmp: false, shm: false, landlock: { read: [], write: [] },
-          limits: {}, caps: [], devices: [], sockets: [], securebits: [], stop: { signal: 'SIGTERM' }, ready: 'immediate',
+          limits: {}, caps: [], devices: [], sockets: [], securebits: [], seccomp: { allow: [] }, stop: { signal: 'SIGTERM' }, ready: 'immediate',
           onExit: 'stop',
         },
         {
           name: 'vmm', argv: ['/usr/bin/qemu-system-x86_64'], env: {}, uid: 62002, gid: 62002, groups: [], vmm: true,
           storage: 'none', tmp: false, shm: false, landlock: { read: [], write: [] }, limits: {}, caps: [],
-          devices: [], sockets: [], securebits: [], stop: { signal: 'SIGTERM' }, ready: 'immediate', onExit: 'stop',
+          devices: [], sockets: [], securebits: [], seccomp: { allow: [] }, stop: { signal: 'SIGTERM' }, ready: 'immediate', onExit: 'stop',
         },
       ],
     };
@@ -107,7 +108,7 @@ describe('top level', () => {
 
   test('unknown keys are named, with the allowed keys', () => {
     expectOneProblem(edited((c) => (c.nmae = 'x')), 'nmae',
-      'unknown key; allowed keys are: name, storage, runtimeDir, timeouts, cgroup, landlock, services');
+      'unknown key; allowed keys are: name, storage, runtimeDir, timeouts, cgroup, landlock, network, services');
     expectOneProblem(edited((c) => (c['my key'] = 1)), '["my key"]', 'unknown key');
   });
 
@@ -135,6 +136,15 @@ describe('top level', () => {
     expect(parseConfig(edited((c) => (c.runtimeDir = '/run/x/'))).runtimeDir).toBe('/run/x');
     expectOneProblem(edited((c) => (c.runtimeDir = 'run/x')), 'runtimeDir', 'must be an absolute path');
     expectOneProblem(edited((c) => (c.runtimeDir = '/')), 'runtimeDir', 'other than "/"');
+  });
+
+  test('network is "none" (the default) or "host"', () => {
+    expect(parseConfig(base()).network).toBe('none');
+    expect(parseConfig(edited((c) => (c.network = 'none'))).network).toBe('none');
+    expect(parseConfig(edited((c) => (c.network = 'host'))).network).toBe('host');
+    for (const bad of ['Host', 'bridge', '', true, null, ['host']]) {
+      expectOneProblem(edited((c) => (c.network = bad)), 'network', 'must be "none" (the VM\'s own network namespace');
+    }
   });
 
   test('timeouts are bounded integers', () => {
@@ -250,7 +260,7 @@ describe('limits', () => {
 describe('services', () => {
   test('unknown keys and names', () => {
     expectOneProblem(edited((c) => (svc(c, 0).user = 'x')), 'services[0].user',
-      'unknown key; allowed keys are: name, argv, env, uid, gid, groups, vmm, storage, tmp, shm, landlock, limits, caps, devices, sockets, securebits, stop, ready, onExit');
+      'unknown key; allowed keys are: name, argv, env, uid, gid, groups, vmm, storage, tmp, shm, landlock, limits, caps, devices, sockets, securebits, seccomp, stop, ready, onExit');
     expectOneProblem(edited((c) => delete svc(c, 0).name), 'services[0].name', 'is required');
     expectOneProblem(edited((c) => (svc(c, 1).name = 'VMM')), 'services[1].name', 'short identifier');
   });
@@ -368,6 +378,16 @@ describe('services', () => {
     expectOneProblem(edited((c) => (svc(c, 0).caps = 'CAP_CHOWN')), 'services[0].caps', 'array of capability names');
   });
 
+  test('seccomp.allow: names of the default deny list only, each unknown one named', () => {
+    const allow = (v: unknown) => parseConfig(edited((c) => (svc(c, 0).seccomp = v))).services[0]?.seccomp;
+    expect(allow({ allow: ['userfaultfd', 'keyctl', 'userfaultfd'] })).toEqual({ allow: ['userfaultfd', 'keyctl'] });
+    expect(allow({})).toEqual({ allow: [] });
+    expectOneProblem(edited((c) => (svc(c, 0).seccomp = { allow: ['keyctl', 'read'] })), 'services[0].seccomp.allow[1]', 'a syscall the default seccomp filter denies: unshare, clone');
+    expectOneProblem(edited((c) => (svc(c, 0).seccomp = { allow: ['KEYCTL'] })), 'services[0].seccomp.allow[0]', 'a syscall the default seccomp filter denies');
+    expectOneProblem(edited((c) => (svc(c, 0).seccomp = { deny: [] })), 'services[0].seccomp.deny', 'unknown key');
+    expectOneProblem(edited((c) => (svc(c, 0).seccomp = { allow: 'keyctl' })), 'services[0].seccomp.allow', 'an array of syscall names');
+  });
+
   test('devices are paths under /dev/', () => {
     const devices = (v: unknown) => parseConfig(edited((c) => (svc(c, 1).devices = v))).services[1]?.devices;
     expect(devices(['/dev/kvm', '/dev//net/tun', '/./dev/vhost-net'])).toEqual(['/dev/kvm', '/dev/net/tun', '/dev/vhost-net']);
@@ -389,8 +409,8 @@ describe('services', () => {
     const sockets = (v: unknown) => parseConfig(edited((c) => (svc(c, 0).sockets = v))).services[0]?.sockets;
     expect(sockets([{ path: '/run/vmsandbox/demo/virtiofsd.sock', fd: 3 }]))
       .toEqual([{ path: '/run/vmsandbox/demo/virtiofsd.sock', fd: 3, mode: '0600', gid: 62001 }]);
-    expect(sockets([{ path: '/run/vmsandbox/demo/vmm/fs.sock', fd: 4, mode: '660', gid: 62002 }]))
-      .toEqual([{ path: '/run/vmsandbox/demo/vmm/fs.sock', fd: 4, mode: '0660', gid: 62002 }]);
+    expect(sockets([{ path: '/run/vmsandbox/demo/virtiofsd/fs.sock', fd: 4, mode: '660', gid: 62002 }]))
+      .toEqual([{ path: '/run/vmsandbox/demo/virtiofsd/fs.sock', fd: 4, mode: '0660', gid: 62002 }]);
     const one = (sock: unknown, path: string, fragment: string) =>
       expectOneProblem(edited((c) => (svc(c, 0).sockets = [sock])), path, fragment);
     one({ path: '/run/vmsandbox/demo/s', fd: 2 }, 'services[0].sockets[0].fd', 'from 3 to 255');
@@ -398,6 +418,8 @@ describe('services', () => {
     one({ path: '/run/vmsandbox/demo/s', fd: 3, mode: '0999' }, 'services[0].sockets[0].mode', 'octal');
     one({ path: '/run/vmsandbox/demo/s', fd: 3, gid: 0 }, 'services[0].sockets[0].gid', "root's group");
     one({ path: '/tmp/s', fd: 3 }, 'services[0].sockets[0].path', 'directly in the runtime dir');
+    // Not in another service's directory: that service could replace it and take its clients.
+    one({ path: '/run/vmsandbox/demo/vmm/fs.sock', fd: 3 }, 'services[0].sockets[0].path', "in vmm's directory, which vmm can write");
     one({ path: '/run/vmsandbox/demo/a/b/s', fd: 3 }, 'services[0].sockets[0].path', 'directly in the runtime dir');
     one({ path: 'rel', fd: 3 }, 'services[0].sockets[0].path', 'absolute');
     one({ path: '/run/vmsandbox/demo/s', fd: 3, port: 1 }, 'services[0].sockets[0].port', 'unknown key');
@@ -870,7 +892,15 @@ describe('schema cross-check', () => {
     const entries = services.filter((s) => s !== null && typeof s === 'object' && !Array.isArray(s));
     const names = entries.map((s) => s.name).filter((n) => typeof n === 'string');
     return new Set(names).size < names.length || entries.filter((s) => Object.hasOwn(s, 'vmm') && s.vmm === true).length > 1 ||
-      sharedDevice(entries);
+      sharedDevice(entries) || overlapping(raw as Raw);
+  }
+  /** Storage and runtime dir, one inside the other: a relation between two fields, beyond draft 7. */
+  function overlapping(raw: Raw): boolean {
+    const s = typeof raw?.storage === 'string' && raw.storage.startsWith('/') ? posix.normalize(raw.storage).replace(/(.)\/+$/, '$1') : null;
+    const name = typeof raw?.name === 'string' ? raw.name : '';
+    const r = typeof raw?.runtimeDir === 'string' ? posix.normalize(raw.runtimeDir).replace(/(.)\/+$/, '$1') : `/run/vmsandbox/${name}`;
+    const inside = (a: string, b: string) => a === b || a.startsWith(`${b}/`);
+    return s !== null && (inside(s, r) || inside(r, s));
   }
   /** Some device is granted to two services (compared as the loader normalizes paths). */
   function sharedDevice(entries: Raw[]): boolean {
@@ -884,7 +914,8 @@ describe('schema cross-check', () => {
     }));
   }
   const beyondDraft7 = new RegExp('^(?:services\\[\\d+\\]\\.name: duplicate name |services: exactly one service must have "vmm": true \\(found \\d+:' +
-    '|services\\[\\d+\\]\\.devices\\[\\d+\\]: \\S+ is already granted to services\\[\\d+\\])');
+    '|services\\[\\d+\\]\\.devices\\[\\d+\\]: \\S+ is already granted to services\\[\\d+\\]' +
+    '|storage: \\S+ is inside the runtime dir |runtimeDir: \\S+ is inside the storage )');
 
   function agree(raw: unknown): 'accepted' | 'rejected' | 'exempt' {
     const result = outcome(raw);

@@ -120,6 +120,7 @@ describe('spawn request: the Landlock fields', () => {
     tmpfs: [],
     keep: ['/run/vmsandbox/vm1'],
     landlock,
+    seccomp: null,
     argv: ['/bin/sleep', '1000'],
     env: [],
   });

@@ -21,7 +21,14 @@ describe('the plan', () => {
     const config = vmConfig(vm, [service({ name: 'gpu', argv: ['/bin/true'], devices: ['/dev/dri/renderD128'] }), SLEEPER]);
     const ops = planMounts(config);
     expect(ops[0]).toEqual({ verb: 'setattr', path: '/', set: MOUNT_ATTR.RDONLY | MOUNT_ATTR.NOSUID, clr: 0, recursive: true });
-    expect(ops.at(-1)).toMatchObject({ verb: 'setattr', path: '/run/vmsandbox/vm1', clr: MOUNT_ATTR.RDONLY });
+    // The runtime dir: its parent covered by an empty tmpfs (no VM sees another's), the VM's own moved back in.
+    const cover = ops.findIndex((o) => o.verb === 'mount' && o.fstype === 'tmpfs' && o.target === '/run/vmsandbox');
+    const back = ops.findIndex((o) => o.verb === 'mount' && o.flags === MS.MOVE && o.target === '/run/vmsandbox/vm1');
+    expect(cover).toBeGreaterThan(0);
+    expect(back).toBeGreaterThan(cover);
+    expect(ops).toContainEqual({ verb: 'setattr', path: '/run/vmsandbox/vm1', set: MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV, clr: MOUNT_ATTR.RDONLY, recursive: false });
+    expect(ops.at(-1)).toEqual({ verb: 'umount', path: '/tmp', flags: 2 });
+    expect(refusals({ ...config, runtimeDir: '/vm1' })).toContainEqual({ field: 'runtimeDir', message: expect.stringMatching(/directly under \//) });
     expect(ops).toContainEqual(expect.objectContaining({ verb: 'mount', fstype: 'proc', target: '/proc' }));
     expect(ops).toContainEqual(expect.objectContaining({ verb: 'mkdir', path: '/tmp/dev/dri' }));
     // A granted device is a private node owned by the service that asked for it, not a bind.
@@ -30,6 +37,20 @@ describe('the plan', () => {
     const binds = ops.filter((o) => o.verb === 'mount' && o.source.startsWith('/dev/')).map((o) => (o as { source: string }).source);
     expect(binds.sort()).toEqual(['/dev/full', '/dev/null', '/dev/random', '/dev/tty', '/dev/urandom', '/dev/zero']);
     expect(refusals({ ...config, runtimeDir: 'relative' })).toContainEqual({ field: 'runtimeDir', message: expect.stringMatching(/absolute/) });
+  });
+
+  it('clones the init into its own IPC namespace always, and its own network namespace with lo up unless network is "host"', () => {
+    const plan = (network?: 'none' | 'host') => {
+      const r = planSandbox(vmConfig(vm, [SLEEPER], network ? { network } : {}), host);
+      if (!r.ok) throw new Error(JSON.stringify(r.refusals));
+      return r.plan;
+    };
+    // Absent (a config built in code) is the safe default, as the loader's "none".
+    expect(plan().namespaces).toEqual({ clone: ['ipc', 'net'], loopback: true });
+    expect(plan('none').namespaces).toEqual({ clone: ['ipc', 'net'], loopback: true });
+    expect(plan('host').namespaces).toEqual({ clone: ['ipc'], loopback: false });
+    expect(setupOperations(plan())).toContain('init clone into vmsandbox-test/vm1/init ns pid,mnt,ipc,net lo up');
+    expect(setupOperations(plan('host'))).toContain('init clone into vmsandbox-test/vm1/init ns pid,mnt,ipc');
   });
 
   it('gives Landlock rules for what the sandbox hands a service, and nothing for storage "none"', () => {
@@ -93,6 +114,34 @@ describe('the plan', () => {
     expect(by('vmm').storage).toMatchObject({ bind: null, hide: { flags: MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=000,size=4k' } });
     expect(spawnFields(by('rw'))).toEqual(expect.arrayContaining(['tmp=6,mode=1777,size=8M', 'storagebind=6,1']));
     expect(spawnFields(by('vmm'))).toContain('storagehide=f,mode=000,size=4k');
+  });
+
+  it('plans a seccomp filter per service: the default deny list as sc= fields by name, minus seccomp.allow; refuses an unknown name', () => {
+    const config = vmConfig(vm, [service({ name: 'fs', argv: ['/bin/true'], seccomp: { allow: ['keyctl', 'prlimit64'] } }), SLEEPER]);
+    const r = planSandbox(config, host);
+    if (!r.ok) throw new Error(JSON.stringify(r.refusals));
+    const [fs, vmm] = r.plan.services;
+    const fields = (s: typeof fs) => spawnFields(s!).filter((f) => f.startsWith('sc='));
+    expect(fields(vmm)).toEqual(expect.arrayContaining([
+      'sc=unshare,1,0,me,10000000,10000000',
+      'sc=clone,1,0,me,10000000,10000000',
+      'sc=clone3,38',
+      'sc=keyctl,1',
+      'sc=prlimit64,1,0,ne,0',
+      'sc=setpriority,1,0,ne,0',
+      'sc=setpriority,1,1,ne,0',
+      'sc=ioprio_set,1,0,ne,1',
+      'sc=ioprio_set,1,1,ne,0',
+      'sc=bpf,1',
+    ]));
+    expect(fields(fs)).not.toContain('sc=keyctl,1');
+    expect(fields(fs).some((f) => f.startsWith('sc=prlimit64,'))).toBe(false);
+    expect(fields(fs)).toContain('sc=add_key,1');
+    // The record line carries the filter, so both backends' records show it.
+    expect(setupOperations(r.plan).at(-1)).toContain('seccomp {"rules":[{"syscall":"unshare"');
+    expect(refusals(vmConfig(vm, [service({ name: 'fs', argv: ['/bin/true'], seccomp: { allow: ['read'] } }), SLEEPER]))).toEqual([
+      { field: 'services[0].seccomp.allow[0]', message: expect.stringContaining('"read" is not a syscall the default filter denies') },
+    ]);
   });
 
   it('orders the launches (the vmm last) and lists every setup operation once', () => {

@@ -88,10 +88,10 @@ describe('the simulator backend follows the journal contract', () => {
     expect(k.cgroups.has('vmsandbox/sim')).toBe(true);
     expect(k.dirs.has(config.runtimeDir)).toBe(true);
     // As on Linux, the cgroup is refused where it is first needed: the init is cloned into it.
-    await expect(drive(b.effects.createNamespaces({ cgroup: slices.cgroup }, signal))).rejects.toThrow(/EEXIST: cgroup vmsandbox\/sim exists, and no run of vm sim created it/);
+    await expect(drive(b.effects.createNamespaces({ cgroup: slices.cgroup, namespaces: slices.namespaces }, signal))).rejects.toThrow(/EEXIST: cgroup vmsandbox\/sim exists, and no run of vm sim created it/);
     expect(journal.journal().cgroup).toBeNull();
     k.rmdirCgroup('vmsandbox/sim', 0);
-    await drive(b.effects.createNamespaces({ cgroup: slices.cgroup }, signal));
+    await drive(b.effects.createNamespaces({ cgroup: slices.cgroup, namespaces: slices.namespaces }, signal));
     expect(journal.journal()).toEqual({ cgroup: 'vmsandbox/sim', runtimeDir: null });
     await expect(drive(b.effects.mount(slices, signal))).rejects.toThrow(/EEXIST: runtime dir \/run\/vmsandbox\/sim \(runtimeDir\) exists, and no run of vm sim created it/);
     expect(journal.journal().runtimeDir).toBeNull();

@@ -2,8 +2,10 @@
 // page (web/) that shows every sandbox found under the runtime roots (their status sockets, see
 // statusSocket.ts), live over server-sent events; or, with --replay FILE, a recorded run (a manager's
 // pino log or `vmsandbox sim --seed N --trace` output) with a time scrubber.
+// Every request must carry the secret token of this run (in the URL printed at start, as notebook
+// servers do): loopback is reachable by every local user, so the address alone proves nothing.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -52,7 +54,12 @@ export interface InspectorOptions {
 }
 
 export interface Inspector {
+  /** The page's address with the token (`http://127.0.0.1:PORT/?token=…`): what is printed at start. */
   url: string;
+  /** The server's address without the token (`http://127.0.0.1:PORT/`). */
+  base: string;
+  /** The secret every request must carry as `?token=`. */
+  token: string;
   close(): Promise<void>;
   /** The sandboxes shown, by id. */
   views(): SandboxView[];
@@ -73,6 +80,21 @@ const STATIC: Record<string, string> = {
   '/app.js': 'app.js',
   '/style.css': 'style.css',
 };
+/** 256 random bits, URL-safe: the secret of one `inspect` run. */
+export const TOKEN_BYTES = 32;
+
+/** Constant-time: compares digests of equal length, so neither the length nor a prefix leaks. */
+function tokenMatches(given: string | null, token: string): boolean {
+  if (given === null) return false;
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+const FORBIDDEN_NO_TOKEN =
+  'vmsandbox inspect: this server needs its token. Open the URL with ?token=… that `vmsandbox inspect` printed ' +
+  'in its first log line (on its standard output) when it started.\n';
+
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
 const SECURITY_HEADERS = {
@@ -114,6 +136,15 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
     log.warn({ listen: opts.listen }, `listening on non-loopback address ${host}: anyone who can reach it can read every sandbox's status`);
   }
   const webDir = findWebDir();
+  const token = randomBytes(TOKEN_BYTES).toString('base64url');
+  const tokenQuery = `?token=${token}`;
+  // The page's own references carry the token, so the browser sends it with every request without a
+  // cookie (cookies are shared by every port of a host: another local user's server on 127.0.0.1
+  // would receive it). app.js takes it from its own URL (import.meta.url) for the API calls.
+  const indexHtml = readFileSync(join(webDir, 'index.html'), 'utf8');
+  for (const ref of ['href="/style.css"', 'src="/app.js"']) {
+    if (!indexHtml.includes(ref)) throw new Error(`visualizer/web/index.html: ${ref} not found, cannot add the token to it`);
+  }
   const roots = opts.roots?.length ? opts.roots : DEFAULT_RUNTIME_ROOTS;
 
   const svgs = new Map<string, string>();
@@ -268,6 +299,10 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
       res.writeHead(403, { 'content-type': 'text/plain' }).end('forbidden host\n');
       return;
     }
+    if (!tokenMatches(url.searchParams.get('token'), token)) {
+      res.writeHead(403, { ...SECURITY_HEADERS, 'content-type': 'text/plain; charset=utf-8' }).end(FORBIDDEN_NO_TOKEN);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('read-only\n');
       return;
@@ -302,25 +337,44 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
       res.writeHead(404, { ...SECURITY_HEADERS, 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
-    const body = readFileSync(join(webDir, file));
+    const body =
+      file === 'index.html'
+        ? indexHtml.replace('href="/style.css"', `href="/style.css${tokenQuery}"`).replace('src="/app.js"', `src="/app.js${tokenQuery}"`)
+        : readFileSync(join(webDir, file));
     res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': TYPES[file.split('.').pop()!]! }).end(req.method === 'HEAD' ? undefined : body);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
+  const stopFollowing = () => {
+    stopped = true;
+    if (scanTimer) clearTimeout(scanTimer);
+    for (const f of followers.values()) f.client.close();
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+  } catch (e) {
+    // The scan loop and the status sockets it follows would keep the process alive: a command that
+    // cannot listen would hang instead of exiting with the reason.
+    stopFollowing();
+    const err = e as NodeJS.ErrnoException;
+    const where = `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+    if (err.code === 'EADDRINUSE') throw new Error(`cannot listen on ${where}: the address is in use (another vmsandbox inspect?); pick another port with --listen HOST:PORT (port 0 for any free one)`);
+    throw new Error(`cannot listen on ${where}: ${err.message}`);
+  }
   const addr = server.address();
   const actualPort = typeof addr === 'object' && addr ? addr.port : port;
-  const url = `http://${isIP(host) === 6 ? `[${host}]` : host}:${actualPort}/`;
+  const base = `http://${isIP(host) === 6 ? `[${host}]` : host}:${actualPort}/`;
+  const url = `${base}${tokenQuery}`;
   log.info({ url, mode, roots: mode === 'live' ? roots : undefined, replay: opts.replay }, `vmsandbox inspect: ${url}`);
 
   return {
     url,
+    base,
+    token,
     views: () => [...views.values()],
     async close() {
-      stopped = true;
-      if (scanTimer) clearTimeout(scanTimer);
-      for (const f of followers.values()) f.client.close();
+      stopFollowing();
       for (const s of streams) s.end();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -49,8 +49,11 @@ import { explainMountError, explainSpawnStep, explainedError } from './explain.j
 import { linuxHostFacts } from './hostFacts.js';
 import { spawnFields } from './spawnRequest.js';
 import { InitClient, InitStepError, type InitMessage } from './protocol.js';
+import { outputLimiter, type ServiceOutput } from './output.js';
+import { SERVICE_OUTPUT } from '../../plan/output.js';
 import { qmpCommand } from './qmp.js';
 import { cloudHypervisorPowerButton, runStopCommand } from './stop.js';
+import { STOP_COMMAND_LEAF } from '../../plan/cgroup.js';
 
 export interface LinuxBackendOptions {
   /** Path of vmsandbox-init (default: native/build/vmsandbox-init). */
@@ -98,6 +101,12 @@ export interface LinuxBackend extends Backend {
   };
   /** One line per plan operation executed, in order (plan/record.ts). */
   readonly executed: readonly string[];
+  /**
+   * What the services write to stdout/stderr, line by line through the init (never the manager's
+   * own fds), rate-bounded per service (plan/output.ts); `vmsandbox run` logs each as a record
+   * tagged with the service.
+   */
+  readonly output$: Observable<ServiceOutput>;
   /** Release process-level hooks (signal handlers). Does not stop the VM: that is killAll. */
   dispose(): void;
 }
@@ -176,7 +185,8 @@ export function claimRuntimeDir(config: VmConfig, store: JournalStore): void {
     }
     store.setJournal({ ...j, runtimeDir: dir });
   }
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  // Search, not list: services reach the sockets handed over here by name and see nothing else.
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
 }
 
 export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions = {}): LinuxBackend {
@@ -185,6 +195,8 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   const initPath = opts.initPath ?? join(nativeBuildDir(), 'vmsandbox-init');
   const subject = new Subject<KernelEvent>();
   const events$: Observable<KernelEvent> = subject.asObservable();
+  const output = new Subject<ServiceOutput>();
+  const limiter = outputLimiter(SERVICE_OUTPUT.linesPerSecond, (o) => output.next(o));
 
   let root: string | null = null;
   const cgRoot = (): string => (root ??= cgroupRoot());
@@ -233,6 +245,8 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   }
 
   function onInitMessage(m: InitMessage): void {
+    if (m.type === 'out') return limiter.line(m.service, m.stream, m.line, m.cut);
+    if (m.type === 'outdrop') return limiter.socketDropped(m.service, m.stream, m.count);
     if (m.type !== 'exit') return;
     const s = services.get(m.service);
     if (s) s.exited = true;
@@ -283,7 +297,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
 
   // ---- the port ----
   const effects: SandboxEffects = {
-    createNamespaces: ({ cgroup }, signal) =>
+    createNamespaces: ({ cgroup, namespaces }, signal) =>
       serialize('createNamespaces', signal, async () => {
         const dir = cgroupDir();
         const j = store.journal();
@@ -310,9 +324,9 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         try {
           initFd = openDirPath('createNamespaces', initDir);
           pair = socketpair();
-          const { pid, pidfd } = cloneInit(initPath, pair[1], vmFd, initFd);
+          const { pid, pidfd } = cloneInit(initPath, pair[1], vmFd, initFd, namespaces);
           init = { pid, pidfd };
-          executed.push(line.init(cgroup.init));
+          executed.push(line.init(cgroup.init, namespaces));
         } catch (e) {
           if (pair) closeFd(pair[0]);
           throw e;
@@ -402,19 +416,22 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         return { service: s.name, pid: state.hostPid ?? nsPid };
       }),
 
-    requestStop: ({ vmm, stop: how }, signal) =>
+    requestStop: ({ vmm, uid, stop: how }, signal) =>
       serialize('requestStop', signal, async () => {
         const s = services.get(vmm);
         if (!s || s.exited) return;
         if ('signal' in how) {
           await signalService(s, signalNumber(how.signal), 'requestStop');
         } else if ('qmp' in how) {
-          await qmpCommand(how.qmp, 'system_powerdown', signal);
+          await qmpCommand(how.qmp, 'system_powerdown', signal, uid);
         } else if ('cloudHypervisorApi' in how) {
-          await cloudHypervisorPowerButton(how.cloudHypervisorApi, signal);
+          await cloudHypervisorPowerButton(how.cloudHypervisorApi, signal, uid);
         } else if ('command' in how) {
-          // On the host, as root, unsandboxed: trusted tooling only (docs/config.md).
-          await runStopCommand(how.command, { vm: config.name, runtimeDir: config.runtimeDir, vmmPid: s.hostPid }, signal, log);
+          // On the host, as root, unsandboxed: trusted tooling only (docs/config.md). In a leaf of the
+          // journalled VM cgroup, so killAll (and `finish` after a SIGKILLed manager) takes it.
+          const vmCg = store.journal().cgroup;
+          if (!vmCg) throw new EffectError('requestStop', 'ENOENT', `stop command ${JSON.stringify(how.command)}: the VM has no journalled cgroup to run it in; not run`);
+          await runStopCommand(how.command, { vm: config.name, runtimeDir: config.runtimeDir, vmmPid: s.hostPid, cgroup: join(vmCg, STOP_COMMAND_LEAF) }, signal, log);
         } else {
           const method = Object.keys(how)[0] ?? 'unknown';
           throw new EffectError('requestStop', 'ENOTSUP', `stop method ${method} is not supported by the Linux backend`);
@@ -517,8 +534,10 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
       },
     },
     executed,
+    output$: output.asObservable(),
     dispose() {
       for (const h of hooks.splice(0)) h();
+      limiter.close();
     },
   };
 }

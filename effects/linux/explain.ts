@@ -101,6 +101,7 @@ function serviceField(config: VmConfig, s: ServiceConfig): string {
 const INTERNAL_STEPS = new Set([
   'move-pipe', 'sigemptyset', 'sigprocmask', 'setsid', 'no-new-privs', 'close-ruleset', 'close-range',
   'pipe', 'read-pipe', 'short-report', 'close-storage', 'close-keep', 'unshare', 'mount-slave',
+  'dup2-output',
 ]);
 
 function execFix(errno: string, s: ServiceConfig, p: string): string | undefined {
@@ -229,6 +230,17 @@ export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: strin
       return { object: `uid ${s.uid}`, field: `${p}.uid`, fix: errno === 'EAGAIN' ? `uid ${s.uid} has reached its process limit (RLIMIT_NPROC)` : undefined };
     case 'chdir':
       return { object: 'working directory /', fix: 'the service cannot enter /' };
+    case 'sc':
+    case 'seccomp-init':
+    case 'seccomp-rule':
+    case 'seccomp-load':
+      return {
+        object: `the seccomp filter (allowed: ${(s.seccomp?.allow ?? []).join(', ') || 'none'})`,
+        field: `${p}.seccomp.allow`,
+        fix: step === 'sc' ? 'the sandbox init\'s libseccomp does not know a syscall of the deny list for this architecture: rebuild native/ against a newer libseccomp-dev' : undefined,
+      };
+    case 'session-keyring':
+      return { object: 'a fresh session keyring', fix: errno === 'EDQUOT' ? `uid ${s.uid} has reached its key quota (/proc/sys/kernel/keys/maxkeys)` : undefined };
     case 'dup2-listen':
     case 'fcntl-listen':
       return { object: `socket fds ${(s.sockets ?? []).map((k) => k.fd).join(', ')}`, field: `${p}.sockets` };
@@ -254,6 +266,9 @@ export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: strin
       return { object: 'the spawn request', fix: 'the init could not parse what the manager sent: rebuild native/ (make -C native) so both match' };
     case 'slots':
       return { object: 'the sandbox init', fix: 'it runs a fixed number of services at most: fewer services' };
+    case 'streams':
+      // Each service's stdout/stderr pipes stay open while a descendant of an exited service holds them.
+      return { object: 'the sandbox init', fix: 'no free output stream: processes left by exited services still hold their stdout/stderr; fewer services, or services that do not leave processes behind' };
     case 'request-token':
     case 'request-tokens':
     case 'request-length':

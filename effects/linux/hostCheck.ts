@@ -4,9 +4,10 @@
 // See docs/linux-backend.md ("Host check") and docs/config.md ("Validating").
 
 import { vmCgroupPath } from '../../plan/cgroup.js';
-import { existsSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
+import { canonicalCapability, RISKY_CAPABILITIES } from '../../config/rules.js';
 import { planSandbox, type Refusal } from '../../plan/index.js';
 import { missingFeatures } from '../../plan/landlock.js';
 import { landlockRules, serviceRuntimeDir } from '../../plan/service.js';
@@ -105,6 +106,64 @@ function realOr(path: string): string {
 
 function isUnder(path: string, dir: string): boolean {
   return dir === '/' || path === dir || path.startsWith(`${dir}/`);
+}
+
+/** `path` with its longest existing prefix resolved (symlinks followed), the rest appended. */
+function resolveExisting(path: string): string {
+  let head = path;
+  const rest: string[] = [];
+  while (head !== '/' && !existsSync(head)) {
+    rest.unshift(head.slice(head.lastIndexOf('/') + 1));
+    head = dirname(head);
+  }
+  return join(realOr(head), ...rest);
+}
+
+/** A directory another user than root could change (owner, group or world write). */
+function writableByOthers(st: Stats): string | null {
+  if (st.uid !== 0) return `its owner (uid ${st.uid})`;
+  if (st.mode & 0o020 && st.gid !== 0) return `group ${st.gid}`;
+  if (st.mode & 0o002) return 'every user';
+  return null;
+}
+
+/**
+ * The first directory on the way to `path` whose next entry a non-root user could replace (with a
+ * symlink the root manager would follow), or null. A sticky directory (/tmp) protects an existing
+ * entry owned by root: only its owner may rename or remove it.
+ */
+function replaceableBy(path: string): { dir: string; entry: string; who: string } | null {
+  const parts = path.split('/').filter(Boolean);
+  let dir = '/';
+  for (const part of parts) {
+    const entry = join(dir, part);
+    const st = statOrNull(dir);
+    const who = st && writableByOthers(st);
+    if (who) {
+      let kept = false;
+      try {
+        const e = lstatSync(entry);
+        kept = (st.mode & 0o1000) !== 0 && e.uid === 0 && !e.isSymbolicLink();
+      } catch {
+        kept = false;
+      }
+      if (!kept) return { dir, entry, who };
+    }
+    dir = entry;
+  }
+  return null;
+}
+
+/** The mount (from mountinfo) that holds `path`, with its per-mount options. */
+function mountOf(path: string, mountinfo: string): { point: string; options: string[] } | null {
+  let best: { point: string; options: string[] } | null = null;
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ');
+    const point = f[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (!point || !isUnder(path, point)) continue;
+    if (!best || point.length >= best.point.length) best = { point, options: (f[5] ?? '').split(',') };
+  }
+  return best;
 }
 
 interface PasswdEntry {
@@ -230,6 +289,32 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
     });
   });
 
+  // ---- placement: what only the host can tell (the loader refuses the rest) ----
+  for (const [field, path] of [['storage', config.storage], ['runtimeDir', config.runtimeDir]] as const) {
+    const real = resolveExisting(path);
+    const kernelFs = ['/proc', '/sys', '/dev'].find((d) => isUnder(real, d));
+    if (kernelFs) add('fail', field, `${path} resolves to ${real}, in ${kernelFs}, a kernel filesystem: use a directory on a real filesystem`);
+    else if (real === '/') add('fail', field, `${path} resolves to /, the host's root: use a directory of its own`);
+    const open = replaceableBy(path);
+    if (open) {
+      add(
+        'fail',
+        field,
+        `${open.dir} is writable by ${open.who}: a local user could put a symlink at ${open.entry} and the root manager would follow it. ` +
+          `Fix: put ${field} under a root-owned directory no other user can write (/run/vmsandbox, /var/lib/vmsandbox)`,
+      );
+    }
+  }
+  const storageMount = mountOf(resolveExisting(config.storage), opts.mountinfo ?? readOr('/proc/self/mountinfo', ''));
+  if (storageMount && !(storageMount.options.includes('nosuid') && storageMount.options.includes('nodev'))) {
+    add(
+      'warn',
+      'storage',
+      `the host mount at ${storageMount.point} lacks ${['nosuid', 'nodev'].filter((o) => !storageMount.options.includes(o)).join(',')}: services see storage nosuid,nodev, ` +
+        `but a setuid file or device node a service leaves there works for the host's own processes. Fix: storage on a filesystem mounted nosuid,nodev`,
+    );
+  }
+
   // ---- storage and runtime dir ----
   const storage = statOrNull(config.storage);
   if (!storage) add('fail', 'storage', `${config.storage} does not exist: create it (mkdir -p ${config.storage})`);
@@ -252,6 +337,12 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
   config.services.forEach((s, i) => {
     const p = svcPath(i);
     serviceChecks(config, s, p, abi, add);
+    // Capabilities the plan allows but a compromised service would use (config/rules.ts says how).
+    s.caps.forEach((name, j) => {
+      const cap = canonicalCapability(name);
+      const risk = RISKY_CAPABILITIES[cap];
+      if (risk) add('warn', `${p}.caps[${j}]`, `CAP_${cap}: if ${s.name} is compromised, ${risk}`);
+    });
     const user = passwd.find((e) => e.uid === s.uid);
     if (user) {
       const login = !NO_LOGIN.test(user.shell);

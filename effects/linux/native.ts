@@ -62,7 +62,7 @@ function bind(lib: string) {
     vms_socketpair: { library: 'vmsandbox', retType: I64, paramsType: [] },
     vms_open_dir_path: { library: 'vmsandbox', retType: I64, paramsType: [DataType.String] },
     vms_close: { library: 'vmsandbox', retType: I64, paramsType: [I64] },
-    vms_clone_init: { library: 'vmsandbox', retType: I64, paramsType: [DataType.String, I64, I64, I64] },
+    vms_clone_init: { library: 'vmsandbox', retType: I64, paramsType: [DataType.String, I64, I64, I64, I64, I64] },
     vms_waitid_pidfd: { library: 'vmsandbox', retType: I64, paramsType: [I64, I64] },
     // struct pollfd { int fd; short events; short revents; } passed as two int32s (events in the
     // low half of the second); the return value (fds with revents != 0) is all we read back.
@@ -113,9 +113,23 @@ export function closeFd(fd: number): void {
   lib().vms_close([fd]);
 }
 
-/** clone3 the init into new PID + mount namespaces; returns its pid (host view) and a pidfd. */
-export function cloneInit(initPath: string, ctlFd: number, cgroupDirFd: number, initLeafFd: number): { pid: number; pidfd: number } {
-  const v = checkNeg('clone3', lib().vms_clone_init([initPath, ctlFd, cgroupDirFd, initLeafFd]), `starting ${initPath}`);
+/** clone(2) flags of the namespaces a plan may add to the init's PID + mount namespaces (uapi sched.h). */
+export const CLONE_NS = { ipc: 0x08000000, net: 0x40000000 } as const;
+
+/**
+ * clone3 the init into new PID + mount namespaces and the plan's further ones (`ns`), bringing `lo`
+ * up in a new network namespace when `loopback`; returns its pid (host view) and a pidfd.
+ */
+export function cloneInit(
+  initPath: string,
+  ctlFd: number,
+  cgroupDirFd: number,
+  initLeafFd: number,
+  ns: { clone: ReadonlyArray<keyof typeof CLONE_NS>; loopback: boolean },
+): { pid: number; pidfd: number } {
+  const flags = ns.clone.reduce((f, n) => f | CLONE_NS[n], 0);
+  const what = `starting ${initPath} in new pid,mnt${ns.clone.map((n) => `,${n}`).join('')} namespaces${ns.loopback ? ' with lo up' : ''}`;
+  const v = checkNeg('clone3', lib().vms_clone_init([initPath, ctlFd, cgroupDirFd, initLeafFd, flags, ns.loopback ? 1 : 0]), what);
   return { pid: v % 2 ** 32, pidfd: Math.floor(v / 2 ** 32) };
 }
 

@@ -51,7 +51,13 @@ export class InitStepError extends EffectError {
 
 export type InitMessage =
   | { type: 'hello'; version: number; pid: number }
-  | { type: 'exit'; service: string; pid: number; code: number | null; signo: number | null };
+  | { type: 'exit'; service: string; pid: number; code: number | null; signo: number | null }
+  /** A line a service wrote (its newline removed); cut: longer than the spawn's `outline=`, its rest dropped. */
+  | { type: 'out'; service: string; stream: OutputStream; line: string; cut: boolean }
+  /** Lines the init dropped because the control socket's buffer was full (it never waits on output). */
+  | { type: 'outdrop'; service: string; stream: OutputStream; count: number };
+
+export type OutputStream = 'stdout' | 'stderr';
 
 interface Pending {
   resolve: (fields: string[]) => void;
@@ -94,12 +100,15 @@ export class InitClient {
 
   private onData(chunk: string): void {
     this.buf += chunk;
+    // One slice of the rest per chunk, not per line: a chunk of service output holds thousands.
+    let start = 0;
     let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
+    while ((nl = this.buf.indexOf('\n', start)) >= 0) {
+      const line = this.buf.slice(start, nl);
+      start = nl + 1;
       this.onLine(line.split(' ').map(decodeToken));
     }
+    if (start > 0) this.buf = this.buf.slice(start);
   }
 
   private onLine(t: string[]): void {
@@ -112,6 +121,10 @@ export class InitClient {
       else p.reject(new InitStepError(p.what, errnoName(Number(b)), c ?? ''));
     } else if (kind === 'hello') {
       this.onMessage({ type: 'hello', version: Number(a), pid: Number(b) });
+    } else if (kind === 'out' && (b === 'stdout' || b === 'stderr')) {
+      this.onMessage({ type: 'out', service: a ?? '', stream: b, cut: c === 'cut', line: d ?? '' });
+    } else if (kind === 'outdrop' && (b === 'stdout' || b === 'stderr')) {
+      this.onMessage({ type: 'outdrop', service: a ?? '', stream: b, count: Number(c) });
     } else if (kind === 'exit') {
       const n = Number(d);
       this.onMessage({

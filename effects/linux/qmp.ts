@@ -2,6 +2,7 @@
 
 import { connect } from 'node:net';
 import { EffectError } from '../port.js';
+import { vetVmmSocket } from './vmmSocket.js';
 
 /**
  * Send one QMP command. A socket that exists but does not accept yet (ECONNREFUSED: bound, not yet
@@ -9,10 +10,10 @@ import { EffectError } from '../port.js';
  * come from a QEMU that is exiting (its socket closed or removed): then the machine aborts the
  * request when the vmm's exit arrives, and it settles at once (ECANCELED), never sending later.
  */
-export async function qmpCommand(path: string, command: string, signal: AbortSignal): Promise<void> {
+export async function qmpCommand(path: string, command: string, signal: AbortSignal, owner: number): Promise<void> {
   for (;;) {
     try {
-      return await qmpOnce(path, command, signal);
+      return await qmpOnce(path, command, signal, owner);
     } catch (e) {
       const errno = e instanceof EffectError ? e.errno : '';
       if ((errno !== 'ECONNREFUSED' && errno !== 'ENOENT') || signal.aborted) throw e;
@@ -29,9 +30,13 @@ export async function qmpCommand(path: string, command: string, signal: AbortSig
   }
 }
 
-async function qmpOnce(path: string, command: string, signal: AbortSignal): Promise<void> {
+async function qmpOnce(path: string, command: string, signal: AbortSignal, owner: number): Promise<void> {
   if (signal.aborted) throw new EffectError('requestStop', 'ECANCELED', `QMP ${path}: aborted`);
-  const sock = connect({ path });
+  // The vmm's socket, as itself: never a symlink the vmm planted (vmmSocket.ts).
+  const vetted = vetVmmSocket('requestStop', path, owner);
+  const sock = connect({ path: vetted.path });
+  sock.once('connect', () => vetted.close());
+  sock.once('close', () => vetted.close());
   let onAbort = (): void => undefined;
   try {
     await new Promise<void>((resolve, reject) => {

@@ -7,6 +7,7 @@
 //   llfile=<rights a rule keeps on a non-directory> rule=<allowed_access>,<path>*
 
 import type { ServicePlan } from '../../plan/types.js';
+import { SERVICE_OUTPUT } from '../../plan/output.js';
 
 export function spawnFields(s: ServicePlan): string[] {
   const f: string[] = [
@@ -29,8 +30,18 @@ export function spawnFields(s: ServicePlan): string[] {
     f.push(`llfs=${hex(ll.handledFs)}`, `llscope=${hex(ll.scoped)}`, `llflags=${hex(ll.restrictFlags)}`, `llfile=${hex(ll.fileAccess)}`);
     f.push(...ll.rules.map((r) => `rule=${hex(r.access)},${r.path}`));
   }
+  // seccomp (plan/seccomp.ts): one `sc=` per rule, by syscall name (the init resolves it for its
+  // architecture): sc=<name>,<errno> or, with an argument condition, sc=<name>,<errno>,<arg
+  // index>,ne,<value hex> | sc=<name>,<errno>,<arg index>,me,<mask hex>,<value hex> (masked equal).
+  for (const r of s.seccomp?.rules ?? []) {
+    const a = r.arg;
+    const cond = !a ? '' : a.op === 'ne' ? `,${a.index},ne,${hex(a.value)}` : `,${a.index},me,${hex(a.mask)},${hex(a.value)}`;
+    f.push(`sc=${r.syscall},${r.errno}${cond}`);
+  }
   f.push(...s.argv.map((a) => `arg=${a}`));
   f.push(...s.env.map(([k, v]) => `env=${k}=${v}`));
+  // stdout/stderr are pipes the init reads and forwards line by line; a longer line is cut here.
+  f.push(`outline=${SERVICE_OUTPUT.lineBytes}`);
   return f;
 }
 

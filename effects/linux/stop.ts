@@ -3,8 +3,14 @@
 // (signal goes through a pidfd or the init; qmp is in qmp.ts.) See docs/config.md, "stop".
 
 import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
 import { request } from 'node:http';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { EffectError } from '../port.js';
+import { killCgroup } from './cgroup.js';
+import { errnoName, nativeBuildDir } from './native.js';
+import { vetVmmSocket, type VettedSocket } from './vmmSocket.js';
 
 /** How long a missing or not yet listening API socket is retried before the stop request fails. */
 export const API_CONNECT_RETRY_MS = 1000;
@@ -27,11 +33,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * listening (ECONNREFUSED) is retried for API_CONNECT_RETRY_MS, then the request fails naming the
  * socket; so does a non-2xx status (with the start of the response body).
  */
-export async function cloudHypervisorPowerButton(socketPath: string, signal: AbortSignal, retryMs = API_CONNECT_RETRY_MS): Promise<void> {
+export async function cloudHypervisorPowerButton(socketPath: string, signal: AbortSignal, owner: number, retryMs = API_CONNECT_RETRY_MS): Promise<void> {
   const start = Date.now();
   for (;;) {
     try {
-      return await powerButtonOnce(socketPath, signal);
+      return await powerButtonOnce(socketPath, signal, owner);
     } catch (e) {
       const errno = e instanceof EffectError ? e.errno : '';
       const transient = errno === 'ENOENT' || errno === 'ECONNREFUSED';
@@ -42,15 +48,23 @@ export async function cloudHypervisorPowerButton(socketPath: string, signal: Abo
   }
 }
 
-function powerButtonOnce(socketPath: string, signal: AbortSignal): Promise<void> {
+function powerButtonOnce(socketPath: string, signal: AbortSignal, owner: number): Promise<void> {
   const path = '/api/v1/vm.power-button';
   const fail = (errno: string, why: string) => new EffectError('requestStop', errno, `cloud-hypervisor API ${socketPath}: PUT ${path}: ${why}`);
   if (signal.aborted) return Promise.reject(fail('ECANCELED', 'aborted'));
+  // The vmm's socket, as itself: never a symlink the vmm planted (vmmSocket.ts).
+  let vetted: VettedSocket;
+  try {
+    vetted = vetVmmSocket('requestStop', socketPath, owner);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   return new Promise<void>((resolve, reject) => {
     let settled = false;
     const settle = (err: EffectError | null) => {
       if (settled) return;
       settled = true;
+      vetted.close();
       signal.removeEventListener('abort', onAbort);
       req.destroy();
       if (err) reject(err);
@@ -58,7 +72,7 @@ function powerButtonOnce(socketPath: string, signal: AbortSignal): Promise<void>
     };
     const onAbort = () => settle(fail('ECANCELED', 'aborted'));
     // agent: false → one connection, "Connection: close"; the Host header is required by HTTP/1.1.
-    const req = request({ socketPath, path, method: 'PUT', agent: false, headers: { Host: 'localhost', 'Content-Length': '0', Accept: '*/*' } });
+    const req = request({ socketPath: vetted.path, path, method: 'PUT', agent: false, headers: { Host: 'localhost', 'Content-Length': '0', Accept: '*/*' } });
     req.on('error', (e: NodeJS.ErrnoException) => settle(fail(e.code ?? 'EIO', e.message)));
     req.on('response', (res) => {
       const status = res.statusCode ?? 0;
@@ -87,6 +101,18 @@ export interface StopCommandContext {
   runtimeDir: string;
   /** The vmm's pid as the host sees it, if known. */
   vmmPid: number | null;
+  /**
+   * The cgroup directory the command runs in: a leaf of the VM's journalled cgroup (plan/cgroup.ts
+   * STOP_COMMAND_LEAF), made here if missing; its parent must exist. Whatever the command starts
+   * stays in it, setsid or not, so the VM's cgroup.kill takes it: at teardown, and in `vmsandbox
+   * finish` after the manager was SIGKILLed.
+   */
+  cgroup: string;
+}
+
+/** native/build/vmsandbox-stop-exec: pdeathsig, the cgroup leaf, then the command (native/stop-exec.c). */
+export function stopExecPath(): string {
+  return join(nativeBuildDir(), 'vmsandbox-stop-exec');
 }
 
 const OUTPUT_TAIL = 2048;
@@ -94,8 +120,11 @@ const OUTPUT_TAIL = 2048;
 /**
  * Run the stop command on the HOST, as the manager's user (root), outside the sandbox: argv as
  * given (no shell), cwd /, stdin /dev/null, environment PATH + VMSANDBOX_VM, VMSANDBOX_RUNTIME_DIR,
- * VMSANDBOX_VMM_PID. It runs in its own process group; when `signal` aborts (the stop deadline, or
- * the vmm exited first) the whole group is SIGKILLed and the promise rejects with ECANCELED.
+ * VMSANDBOX_VMM_PID. It is started through vmsandbox-stop-exec, so before its own code runs it has
+ * PR_SET_PDEATHSIG(SIGKILL) towards the manager and sits in `ctx.cgroup`; it runs in its own
+ * process group; when `signal` aborts (the stop deadline, or the vmm exited first) the group and
+ * the cgroup leaf are SIGKILLed and the promise rejects with ECANCELED. A step of the helper that
+ * fails (the cgroup, the exec: ENOENT for a missing argv[0]) rejects with its errno.
  * Exit 0 resolves; another status rejects with an EffectError whose errno is `EXIT_<status>` (or
  * the signal's name) and whose message ends with the output's tail.
  */
@@ -104,6 +133,16 @@ export function runStopCommand(argv: string[], ctx: StopCommandContext, signal: 
   const what = `stop command ${JSON.stringify(argv)}`;
   if (!file) return Promise.reject(new EffectError('requestStop', 'EINVAL', `${what}: empty argv`));
   if (signal.aborted) return Promise.reject(new EffectError('requestStop', 'ECANCELED', `${what}: aborted`));
+  const helper = stopExecPath();
+  if (!existsSync(helper)) return Promise.reject(new EffectError('requestStop', 'ENOENT', `${what}: ${helper} is missing: build it with \`make -C native\``));
+  try {
+    // Not recursive: the VM's cgroup must exist (a missing one means teardown already ran, and the
+    // command must not run in a cgroup nobody will kill).
+    mkdirSync(ctx.cgroup);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    if (code !== 'EEXIST') return Promise.reject(new EffectError('requestStop', code, `${what}: cannot make its cgroup ${ctx.cgroup}: ${(e as Error).message}`));
+  }
   return new Promise<void>((resolve, reject) => {
     const env: Record<string, string> = {
       PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
@@ -111,13 +150,26 @@ export function runStopCommand(argv: string[], ctx: StopCommandContext, signal: 
       VMSANDBOX_RUNTIME_DIR: ctx.runtimeDir,
     };
     if (ctx.vmmPid !== null) env.VMSANDBOX_VMM_PID = String(ctx.vmmPid);
-    const child = spawn(file, args, { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // fd 3: the helper's error channel (close-on-exec in it: EOF without data means the exec worked).
+    const child = spawn(helper, [ctx.cgroup, String(process.pid), file, ...args], { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
+    let helperError = '';
+    // Pipes, as asked for above (the typings cannot tell from a four-entry stdio).
+    const childOut = child.stdio[1] as Readable;
+    const childErr = child.stdio[2] as Readable;
+    const errPipe = child.stdio[3] as Readable;
+    errPipe.on('data', (d: Buffer) => {
+      if (helperError.length < 512) helperError += d.toString();
+    });
+    const errDone = new Promise<void>((res) => {
+      errPipe.once('close', () => res());
+      errPipe.once('error', () => res());
+    });
     let output = '';
     const keep = (d: Buffer) => {
       output = (output + d.toString()).slice(-OUTPUT_TAIL);
     };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
+    childOut.on('data', keep);
+    childErr.on('data', keep);
     let settled = false;
     const settle = (err: EffectError | null) => {
       if (settled) return;
@@ -127,6 +179,8 @@ export function runStopCommand(argv: string[], ctx: StopCommandContext, signal: 
       else resolve();
     };
     const killGroup = () => {
+      // The leaf also holds what left the process group (setsid) and what earlier runs left behind.
+      killCgroup(ctx.cgroup).catch((e: Error) => log(`${what}: cgroup.kill of ${ctx.cgroup}: ${e.message}`));
       if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
       try {
         process.kill(-child.pid, 'SIGKILL');
@@ -143,9 +197,15 @@ export function runStopCommand(argv: string[], ctx: StopCommandContext, signal: 
     // The status comes with 'exit'; the output's tail with 'close', which a background process
     // holding the pipes could delay forever: wait for it briefly only.
     const finish = (code: number | null, sig: NodeJS.Signals | null) => {
-      child.stdout.destroy();
-      child.stderr.destroy();
+      childOut.destroy();
+      childErr.destroy();
       const out = output.trim().slice(-500);
+      const m = /^(\d+) (.+)\n/.exec(helperError);
+      if (code === 127 && m) {
+        const errno = errnoName(Number(m[1]));
+        const step = m[2] === 'execve' ? `execve ${file}` : `vmsandbox-stop-exec: ${m[2]}`;
+        return settle(new EffectError('requestStop', errno, `${what}: ${step}: ${errno}; not run`));
+      }
       if (code === 0) {
         if (out) log(`${what}: ${out}`);
         return settle(null);
@@ -154,11 +214,15 @@ export function runStopCommand(argv: string[], ctx: StopCommandContext, signal: 
       settle(new EffectError('requestStop', sig ?? `EXIT_${code}`, `${what} ${status}${out ? `; output: ${out}` : ''}`));
     };
     child.on('exit', (code, sig) => {
+      // The error channel ends at the exec or the helper's exit, whatever else holds the output.
+      void errDone.then(() => after(code, sig));
+    });
+    const after = (code: number | null, sig: NodeJS.Signals | null) => {
       const t = setTimeout(() => finish(code, sig), 100);
       child.once('close', () => {
         clearTimeout(t);
         finish(code, sig);
       });
-    });
+    };
   });
 }

@@ -4,7 +4,7 @@
 // and stops with 0 on SIGTERM; check exiting 100 or 111 means run exits the same, having created
 // nothing.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkMain } from '../../cli/check.js';
@@ -104,6 +104,14 @@ describe.skipIf(skip)('check and run agree', () => {
     ['a VM cgroup that exists and no run created', 111, (c, vm) => mkdirSync(join(cgroupParentDir(), vm.name), { recursive: true })],
     ['landlock.minAbi at the host\'s ABI', 0, (c) => (c.landlock = { minAbi: Math.max(1, Math.min(LANDLOCK_ABI_MAX, landlockAbi())) })],
     ['a config error', 100, (c) => (c.services[0].bogus = true)],
+    ['storage in /proc (the host\'s root through /proc/self/root)', 100, (c) => (c.storage = '/proc/self/root')],
+    ['storage inside the runtime dir', 100, (c, vm) => (c.storage = `${vm.runtimeDir}/disk`)],
+    ['a runtime dir under a world-writable directory', 111, (c, vm) => (c.runtimeDir = `/tmp/${vm.name}-rt`)],
+    ['storage reached through a symlink into /proc', 111, (c, vm) => {
+      const link = join(vm.scratch, 'storage-link');
+      symlinkSync('/proc/self/root', link);
+      c.storage = link;
+    }],
   ];
   const controllers = (() => {
     try {

@@ -163,7 +163,9 @@ describe('linux backend: escapes from a service fail', () => {
     });
     const waitReady = `while [ ! -e ${ready} ]; do sleep 0.02; done`;
     const connect = `require('net').connect('\\0${name}').on('connect', () => { console.log('connected'); process.exit(0) }).on('error', (e) => { console.log('error ' + e.code); process.exit(1) })`;
-    const r = await probe(`${waitReady}; /usr/bin/node -e "${connect}"`, { landlock: nodeRead }, [victim]);
+    // Abstract sockets belong to a network namespace: the VM keeps the host's (network "host") so that
+    // the control below, from the host, can reach the victim's socket at all.
+    const r = await probe(`${waitReady}; /usr/bin/node -e "${connect}"`, { landlock: nodeRead }, [victim], { network: 'host' });
     expect(r.out).toMatch(/error EPERM/);
     expect(r.code).toBe(1);
     // Control: the socket is there, and an unsandboxed client (the test itself, same network namespace) reaches it.
@@ -285,7 +287,8 @@ describe('linux backend: escapes from a service fail', () => {
        ${tools}/esc ptrace-child
        ${tools}/esc ptrace-attach "$v"
        ${tools}/esc ptrace-seize "$v"`,
-      withTools(),
+      // seccomp denies ptrace by default (test/linux/seccomp.test.ts); allowed here, so this tests Landlock's own wall.
+      { ...withTools(), seccomp: { allow: ['ptrace'] } },
       [victim],
     );
     expect(r.out).toMatch(/victim=\d+ uid=62001/);

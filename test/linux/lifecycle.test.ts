@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLinuxBackend } from '../../effects/linux/backend.js';
 import { memoryJournal } from '../../effects/owner.js';
 import { INIT_LEAF, listProcs, serviceLeaf } from '../../effects/linux/cgroup.js';
-import { nativeBuildDir } from '../../effects/linux/native.js';
+import { CLONE_NS, nativeBuildDir } from '../../effects/linux/native.js';
 import { start, stop } from './helpers/inprocess.js';
 import { forceCleanup, leftovers, pidsInOtherNamespaces, removeTestParents, trackNamespace } from './helpers/leftovers.js';
 import { ensureNative } from './helpers/native.js';
@@ -314,12 +314,13 @@ describe('linux backend: lifecycle', () => {
        const f = define({
          vms_socketpair: { library: 'vms', retType: I64, paramsType: [] },
          vms_open_dir_path: { library: 'vms', retType: I64, paramsType: [DataType.String] },
-         vms_clone_init: { library: 'vms', retType: I64, paramsType: [DataType.String, I64, I64, I64] },
+         vms_clone_init: { library: 'vms', retType: I64, paramsType: [DataType.String, I64, I64, I64, I64, I64] },
        });
        const sp = f.vms_socketpair([]);
        const a = Math.floor(sp / 2 ** 32), b = sp % 2 ** 32;
        const r = f.vms_clone_init([${JSON.stringify(join(nativeBuildDir(), 'vmsandbox-init'))}, b,
-         f.vms_open_dir_path([${JSON.stringify(dir)}]), f.vms_open_dir_path([${JSON.stringify(join(dir, 'init'))}])]);
+         f.vms_open_dir_path([${JSON.stringify(dir)}]), f.vms_open_dir_path([${JSON.stringify(join(dir, 'init'))}]),
+         ${CLONE_NS.ipc | CLONE_NS.net}, 1]); // the default plan's namespaces: IPC + network, lo up
        if (r < 0) { console.error('clone failed', r); process.exit(1); }
        writeSync(a, 'spawn 1 name=vmm leaf=svc-vmm uid=62001 gid=62001 arg=/bin/sleep arg=1000\\n');
        const buf = Buffer.alloc(4096); let got = '';

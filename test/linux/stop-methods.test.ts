@@ -3,15 +3,17 @@
 // and the stop request repeated to a guest that has not armed its power button yet (QMP, the
 // QEMU stand-in examples/fake-vmm.mjs under `vmsandbox run`).
 
-import { chmodSync, chownSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServiceConfig } from '../../config/types.js';
+import { failuresPath } from '../../effects/linux/owner.js';
 import { start, stop, type Run } from './helpers/inprocess.js';
 import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
 import { spawnRun, type RunningManager } from './helpers/manager.js';
 import { ensureNative } from './helpers/native.js';
-import { repoRoot } from './helpers/paths.js';
+import { CGROUP_PARENT, repoRoot } from './helpers/paths.js';
 import { skipReason } from './helpers/skip.js';
 import { newTestVm, service, SYSTEM_READ, vmConfig, type TestVm } from './helpers/vm.js';
 
@@ -68,6 +70,15 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The process exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
   }
 }
 
@@ -175,10 +186,11 @@ describe.skipIf(skip)('stop methods (real kernel)', () => {
       expect(out.errors.join('\n')).toContain('exited with status 3; output: no such VM');
     });
 
-    it('a command that hangs is killed (its whole process group) at the stop deadline', async () => {
+    it('a command that hangs is killed (its whole process group, and what left it with setsid) at the stop deadline', async () => {
       vm = newTestVm();
       const pidFile = join(vm.scratch, 'cmd.pid');
-      const vmm = { ...waiter(vm), stop: { command: ['/bin/sh', '-c', `sleep 1000 & echo $! > ${pidFile}; wait`] } };
+      const setsidPidFile = join(vm.scratch, 'setsid.pid');
+      const vmm = { ...waiter(vm), stop: { command: ['/bin/sh', '-c', `setsid sleep 1001 & echo $! > ${setsidPidFile}; sleep 1000 & echo $! > ${pidFile}; wait`] } };
       const run = startVm(vmConfig(vm, [vmm], { timeouts: { setupMs: 10_000, stopMs: 500, killMs: 3000 } }));
       await run.waitFor('running');
       const t0 = Date.now();
@@ -194,6 +206,94 @@ describe.skipIf(skip)('stop methods (real kernel)', () => {
           return true;
         }
       }, 2000, `the command's background sleep (pid ${pid}) to die`);
+      // In another session, so not in the process group: the cgroup takes it.
+      const escaped = Number(readFileSync(setsidPidFile, 'utf8'));
+      await until(() => !alive(escaped), 2000, `the command's setsid sleep (pid ${escaped}) to die`);
+    });
+
+    /** Host pids whose argv is exactly `sleep <n>` (n: a number no other process uses). */
+    const sleepers = (n: number): number[] =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .filter((d) => {
+          try {
+            return readFileSync(`/proc/${d}/cmdline`, 'utf8') === `sleep\0${n}\0` && !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${d}/stat`, 'utf8'));
+          } catch {
+            return false;
+          }
+        })
+        .map(Number);
+
+    it('a manager SIGKILLed while its stop command runs: the command dies with it, and finish kills what it started, setsid included (control: the same command started outside survives)', async () => {
+      vm = newTestVm();
+      // Markers no other process has: one sleep stays in the command's process group, one leaves
+      // it (and its session) with setsid, as a command's helper daemon might.
+      const base = 700_000 + Math.floor(Math.random() * 200_000) * 4;
+      const [inGroup, escaped, ctlInGroup, ctlEscaped] = [base, base + 1, base + 2, base + 3];
+      const script = (pidFile: string, a: number, b: number) => `echo $$ > ${pidFile}; setsid sleep ${b} & sleep ${a} & wait`;
+      const cmdPidFile = join(vm.scratch, 'cmd.pid');
+      const ctlPidFile = join(vm.scratch, 'control.pid');
+      const raw = {
+        name: vm.name,
+        storage: vm.storage,
+        runtimeDir: vm.runtimeDir,
+        // stopMs far away: the stop command is still running when the manager is SIGKILLed.
+        timeouts: { setupMs: 10_000, stopMs: 60_000, killMs: 2000 },
+        cgroup: { parent: CGROUP_PARENT },
+        landlock: { minAbi: 1 },
+        services: [
+          { name: 'vmm', vmm: true, argv: ['/bin/sleep', '1000'], uid: VMM_UID, gid: VMM_UID, landlock: { read: SYSTEM_READ, write: [] }, stop: { command: ['/bin/sh', '-c', script(cmdPidFile, inGroup, escaped)] } },
+        ],
+      };
+      const file = join(vm.scratch, 'vm.json');
+      writeFileSync(file, JSON.stringify(raw));
+      const m = spawnRun(file);
+      let control: ReturnType<typeof spawn> | null = null;
+      try {
+        await m.waitForState('running');
+        m.kill('SIGTERM'); // the graceful stop runs the stop command
+        // The control: the same command, started on the host as the manager did before, in its own
+        // process group, and put through the same sequence.
+        control = spawn('/bin/sh', ['-c', script(ctlPidFile, ctlInGroup, ctlEscaped)], { stdio: 'ignore', detached: true });
+        await until(() => existsSync(cmdPidFile) && existsSync(ctlPidFile) && [inGroup, escaped, ctlInGroup, ctlEscaped].every((n) => sleepers(n).length === 1), 10_000, `the stop command and the control to start; log:\n${m.log()}`);
+        const cmdPid = Number(readFileSync(cmdPidFile, 'utf8'));
+        const [sleepIn, sleepOut] = [sleepers(inGroup)[0]!, sleepers(escaped)[0]!];
+        // The one that left the command's session is in the VM's stop-command leaf all the same.
+        expect(readFileSync(`/proc/${sleepOut}/stat`, 'utf8').split(' ')[5]).not.toBe(String(cmdPid)); // another session
+        for (const pid of [cmdPid, sleepIn, sleepOut]) expect(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toContain(`/${CGROUP_PARENT}/${vm.name}/stop-command\n`);
+
+        m.kill('SIGKILL');
+        await m.exited;
+        // PR_SET_PDEATHSIG: the command itself dies with the manager.
+        await until(() => !alive(cmdPid), 2000, `the stop command (pid ${cmdPid}) to die with the manager`);
+        // What it started outlives both (only the cgroup can find them now) until finish.
+        expect(alive(sleepIn) && alive(sleepOut)).toBe(true);
+
+        const fin = spawnSync(join(repoRoot, 'bin', 'vmsandbox'), ['finish', file, '256', '9'], { encoding: 'utf8' });
+        expect(fin.status, `${fin.stdout}${fin.stderr}`).toBe(0);
+        expect(sleepers(inGroup)).toEqual([]);
+        expect(sleepers(escaped)).toEqual([]);
+        expect(alive(sleepIn) || alive(sleepOut)).toBe(false);
+        // Control: the same processes started outside the stop method are all still there, so the
+        // checks above would have seen a survivor.
+        expect(alive(Number(readFileSync(ctlPidFile, 'utf8')))).toBe(true);
+        expect(sleepers(ctlInGroup)).toHaveLength(1);
+        expect(sleepers(ctlEscaped)).toHaveLength(1);
+      } finally {
+        m.kill('SIGKILL');
+        if (control?.pid) {
+          try {
+            process.kill(-control.pid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
+        for (const pid of [...sleepers(ctlInGroup), ...sleepers(ctlEscaped)]) process.kill(pid, 'SIGKILL');
+        rmSync(failuresPath(vm.name), { force: true });
+      }
+      // The init and the command died orphaned: the host's PID 1 reaps their zombies in its own time
+      // (until then they still show the VM's cgroup), before the leak check in afterEach.
+      await until(() => leftovers(vm).length === 0, 3000, `the VM's zombies to be reaped: ${leftovers(vm).join('; ')}`);
     });
 
     it('a command that does not exist: forced stop with ENOENT', async () => {
@@ -258,7 +358,8 @@ describe.skipIf(skip)('stop methods (real kernel)', () => {
         const last = m.lines.at(-1)!;
         expect(last, m.log()).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [] });
         const n = last.stopRequests as number;
-        const raw = m.lines.map((l) => String(l.raw ?? ''));
+        // The stand-in's own output: records tagged with the service (docs/linux-backend.md, "Service output").
+        const raw = m.lines.map((l) => (l.service === 'vmm' ? String(l.msg) : ''));
         const dropped = raw.filter((l) => /system_powerdown #\d+ received .*: dropped/.test(l)).length;
         console.log(`stop-methods: --arm-ms 3000: SIGTERM → exit 0 in ${ms} ms, ${n} stop requests (${dropped} dropped by the guest)`);
         expect(n, m.log()).toBeGreaterThanOrEqual(3);
@@ -285,7 +386,7 @@ describe.skipIf(skip)('stop methods (real kernel)', () => {
         expect(code, m.log()).toBe(0);
         const last = m.lines.at(-1)!;
         expect(last, m.log()).toMatchObject({ outcome: 'stopped', exitCode: 0, errors: [], stopRequests: 1 });
-        expect(m.lines.some((l) => String(l.raw ?? '').includes('QMP socket closed and removed')), m.log()).toBe(true);
+        expect(m.lines.some((l) => l.service === 'vmm' && String(l.msg).includes('QMP socket closed and removed')), m.log()).toBe(true);
         // The repeat was under way (requesting) when the vmm exited, and did not hold up the rest.
         const at = (l: Record<string, unknown>) => Date.parse(String(l.time));
         const exitIndex = m.lines.findIndex((l) => typeof l.reason === 'string' && /^vmm \(pid \d+\) exit code 0$/.test(l.reason));

@@ -66,7 +66,8 @@ describe.skipIf(skip)('the visualizer page', () => {
       page.on('request', (r) => requests.push(r.url()));
       await page.goto(insp.url);
       await page.waitForSelector('body[data-ready="true"]');
-      expect(requests.every((u) => u.startsWith(insp.url))).toBe(true); // nothing from the network
+      expect(requests.every((u) => u.startsWith(insp.base))).toBe(true); // nothing from the network
+      expect(requests.every((u) => new URL(u).searchParams.get('token') === insp.token)).toBe(true); // every request carries the token
     });
     afterAll(async () => {
       await page?.close();

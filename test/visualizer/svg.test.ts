@@ -48,10 +48,11 @@ describe('inspect', () => {
   it('serves the page read-only and refuses foreign Host headers', async () => {
     const insp = await startInspector({ listen: '127.0.0.1:0', roots: [tempRoot()], log: pino({ level: 'silent' }) });
     try {
-      const get = (path: string, host?: string, method = 'GET') =>
+      const get = (path: string, host?: string, method = 'GET', token: string | null = insp.token) =>
         new Promise<{ status: number; body: string; headers: Record<string, unknown> }>((resolve, reject) => {
-          const u = new URL(path, insp.url);
-          const req = request({ host: u.hostname, port: u.port, path: u.pathname, method, headers: host ? { host } : {} }, (res) => {
+          const u = new URL(path, insp.base);
+          if (token !== null) u.searchParams.set('token', token);
+          const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: host ? { host } : {} }, (res) => {
             let body = '';
             res.on('data', (d: Buffer) => (body += d.toString()));
             res.on('end', () => resolve({ status: res.statusCode!, body, headers: res.headers }));
@@ -61,7 +62,7 @@ describe('inspect', () => {
         });
       const page = await get('/');
       expect(page.status).toBe(200);
-      expect(page.body).toContain('<script type="module" src="/app.js">');
+      expect(page.body).toContain(`<script type="module" src="/app.js?token=${insp.token}">`);
       expect(page.body).not.toMatch(/https?:\/\//);
       expect(String(page.headers['content-security-policy'])).toContain("default-src 'self'");
       for (const asset of ['/app.js', '/style.css']) {
@@ -76,6 +77,74 @@ describe('inspect', () => {
       expect((await get('/../package.json')).status).toBe(404);
     } finally {
       await insp.close();
+    }
+  });
+
+  it('answers nothing without the token printed at start (attack), everything with it (control)', async () => {
+    const root = tempRoot();
+    const insp = await startInspector({ listen: '127.0.0.1:0', roots: [root], log: pino({ level: 'silent' }) });
+    const other = await startInspector({ listen: '127.0.0.1:0', roots: [root], log: pino({ level: 'silent' }) });
+    try {
+      // ≥ 128 bits, fresh per run, in the printed URL.
+      expect(Buffer.from(insp.token, 'base64url').length).toBeGreaterThanOrEqual(16);
+      expect(insp.url).toBe(`${insp.base}?token=${insp.token}`);
+      expect(other.token).not.toBe(insp.token);
+      // Status and headers only: /api/events is a stream that never ends.
+      const status = (path: string, token?: string) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const u = new URL(path, insp.base);
+          if (token !== undefined) u.searchParams.set('token', token);
+          const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search }, (res) => {
+            if (res.statusCode === 200) {
+              res.destroy();
+              resolve({ status: 200, body: '' });
+              return;
+            }
+            let body = '';
+            res.on('data', (d: Buffer) => (body += d.toString()));
+            res.on('end', () => resolve({ status: res.statusCode!, body }));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      const paths = ['/', '/index.html', '/app.js', '/style.css', '/api/state', '/api/events'];
+      const wrong = [undefined, '', insp.token.slice(0, -1), insp.token + 'x', `${insp.token.slice(0, -1)}${insp.token.endsWith('A') ? 'B' : 'A'}`, other.token];
+      for (const path of paths) {
+        for (const t of wrong) {
+          const r = await status(path, t);
+          expect(r.status, `${path} with token ${JSON.stringify(t)}`).toBe(403);
+          expect(r.body).toMatch(/printed in its first log line/);
+          expect(r.body).not.toContain(insp.token);
+        }
+        expect((await status(path, insp.token)).status, `${path} with the token`).toBe(200);
+      }
+      // The page hands the token to its script (which passes it on to the API), not the other way round.
+      const page = await (await fetch(insp.url)).text();
+      expect(page).toContain(`src="/app.js?token=${insp.token}"`);
+      expect(page).toContain(`href="/style.css?token=${insp.token}"`);
+      expect((await fetch(insp.url)).headers.get('set-cookie')).toBeNull();
+    } finally {
+      await insp.close();
+      await other.close();
+    }
+  });
+
+  it('exits with the reason when its port is in use, instead of hanging', async () => {
+    const { createServer } = await import('node:net');
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      await expect(startInspector({ listen: `127.0.0.1:${port}`, roots: [tempRoot()], log: pino({ level: 'silent' }) })).rejects.toThrow(
+        new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the address is in use`),
+      );
+      const t0 = Date.now();
+      const err = await run(bin, ['inspect', '--listen', `127.0.0.1:${port}`, '--runtime-root', tempRoot()], { timeout: 15_000 }).catch((e: unknown) => e as { code: number; stderr: string; killed: boolean });
+      expect(err).toMatchObject({ code: 1, killed: false });
+      expect((err as { stderr: string }).stderr).toMatch(/address is in use.*--listen/);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+    } finally {
+      busy.close();
     }
   });
 
@@ -94,7 +163,12 @@ describe('inspect', () => {
       child.on('exit', (code) => reject(new Error(`exited ${code}`)));
     });
     expect(line).toMatchObject({ level: 'info', mode: 'replay' });
-    const state = await (await fetch(`${line.url}api/state`)).json();
+    expect(String(line.url)).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]{43}$/);
+    const api = new URL(String(line.url));
+    api.pathname = '/api/state';
+    // The printed URL is the key: without its token the same request is refused.
+    expect((await fetch(`${api.origin}/api/state`)).status).toBe(403);
+    const state = await (await fetch(api)).json();
     expect(state.mode).toBe('replay');
     expect(state.sandboxes[0].history.at(-1).state).toBe('failed');
     const code = new Promise((resolve) => child.on('exit', resolve));

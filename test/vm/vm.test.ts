@@ -155,6 +155,14 @@ describe.skipIf(reason)('a real VM in the sandbox (QEMU + virtiofsd + the cached
     // The sandbox handed virtiofsd its socket: QEMU connected through it.
     const procs = readFileSync(join(leaf(vm, 'virtiofsd'), 'cgroup.procs'), 'utf8').trim();
     expect(procs).not.toBe('');
+    // Both run under the default seccomp filter (plan/seccomp.ts); virtiofsd stacks its own on top.
+    const filters = (service: string) =>
+      readFileSync(join(leaf(vm, service), 'cgroup.procs'), 'utf8').trim().split('\n').map((pid) => {
+        const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+        return [/^Seccomp:\s+(\d+)$/m.exec(status)?.[1], Number(/^Seccomp_filters:\s+(\d+)$/m.exec(status)?.[1])];
+      });
+    for (const [mode, n] of filters('vmm')) expect([mode, n]).toEqual(['2', 1]);
+    for (const [mode, n] of filters('virtiofsd')) expect([mode, (n as number) >= 1]).toEqual(['2', true]);
     m.kill('SIGTERM');
     const code = await m.exited;
     expect(code, m.log()).toBe(0);

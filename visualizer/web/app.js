@@ -3,6 +3,10 @@
 // Data is always put in the DOM as text; the only markup inserted is the statechart SVG, which the
 // server renders from the machine definition.
 
+// The server answers only requests that carry its token; index.html loads this script with it
+// (/app.js?token=…), so the API calls take it from here rather than from a cookie.
+const TOKEN_QUERY = `?token=${encodeURIComponent(new URL(import.meta.url).searchParams.get('token') ?? '')}`;
+
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, props = {}, ...kids) => {
   const e = document.createElement(tag);
@@ -308,7 +312,9 @@ function upsert(v) {
 
 async function start() {
   wire();
-  const snap = await (await fetch('/api/state')).json();
+  const res = await fetch(`/api/state${TOKEN_QUERY}`);
+  if (!res.ok) throw new Error(`${res.status}: ${await res.text()}`);
+  const snap = await res.json();
   state.mode = snap.mode;
   state.file = snap.file;
   state.roots = snap.roots;
@@ -325,7 +331,7 @@ async function start() {
     document.body.dataset.ready = 'true';
     return;
   }
-  const es = new EventSource('/api/events');
+  const es = new EventSource(`/api/events${TOKEN_QUERY}`);
   es.addEventListener('open', () => {
     link.textContent = 'connected';
     link.className = 'pill ok';

@@ -5,6 +5,7 @@ import type { Actor } from 'xstate';
 import type { VmConfig } from '../../../config/types.js';
 import { createLinuxBackend, type LinuxBackend, type LinuxBackendOptions } from '../../../effects/linux/backend.js';
 import type { KernelEvent } from '../../../effects/port.js';
+import type { ServiceOutput } from '../../../effects/linux/output.js';
 import { runSandbox, type RunnerHooks, type SandboxRun } from '../../../machines/runner.js';
 import type { SandboxMachine, SandboxOutput } from '../../../machines/sandbox.js';
 import { trackNamespace } from './leftovers.js';
@@ -18,12 +19,16 @@ export interface Run {
   done: Promise<SandboxOutput>;
   waitFor(state: string, timeoutMs?: number): Promise<void>;
   events: KernelEvent[];
+  /** The services' output as the backend forwards it (backend.output$), in order. */
+  output: ServiceOutput[];
 }
 
 /** Run the real machine with the Linux backend (vm: to track its PID namespace for leftovers()). */
 export function start(config: VmConfig, vm?: TestVm, opts: { backend?: LinuxBackendOptions; hooks?: RunnerHooks } = {}): Run {
   const backend = createLinuxBackend(config, { log: (m) => console.warn(`[${config.name}] ${m}`), ...opts.backend });
   const events: KernelEvent[] = [];
+  const output: ServiceOutput[] = [];
+  backend.output$.subscribe((o) => output.push(o));
   const run = runSandbox(backend, config, {
     ...opts.hooks,
     onEvent: (e) => {
@@ -85,6 +90,7 @@ export function start(config: VmConfig, vm?: TestVm, opts: { backend?: LinuxBack
     done,
     waitFor,
     events,
+    output,
   };
 }
 

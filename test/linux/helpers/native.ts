@@ -40,8 +40,9 @@ export function staticCcSkipReason(): string | null {
  * source not compiling (-Werror), which fails the test.
  *   escape-helper  subcommands probing escapes (ptrace, pidfd, cgroup moves, setuid); see its source
  *   reaper         a subreaper running a command and reporting every process it reaps (underReaper)
+ *   seccomp-probe  user namespaces, clone3, the i386 table, same-uid siblings, keyrings; see its source
  */
-export function testProgram(name: 'escape-helper' | 'reaper'): string {
+export function testProgram(name: 'escape-helper' | 'reaper' | 'seccomp-probe'): string {
   execFileSync('make', ['-s', '-C', join(repoRoot, 'native'), 'test-programs'], { stdio: 'inherit' });
   return join(repoRoot, 'native', 'build', 'test', name);
 }

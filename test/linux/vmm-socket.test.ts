@@ -1,0 +1,100 @@
+// The root manager never follows a path a vmm can change. A compromised vmm owns the directory its
+// QMP socket lives in: it replaces the socket with a symlink to another VM's QMP socket, and waits
+// for its own stop, when its manager (root) would connect to the path and send system_powerdown,
+// to the other VM. Two VMs at once; the control shows the planted symlink does lead, as root, to
+// the other VM's QMP.
+
+import { chmodSync, copyFileSync, existsSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { start, stop } from './helpers/inprocess.js';
+import { forceCleanup, leftovers } from './helpers/leftovers.js';
+import { ensureNative } from './helpers/native.js';
+import { repoRoot } from './helpers/paths.js';
+import { skipReason } from './helpers/skip.js';
+import { until } from './helpers/until.js';
+import { newTestVm, service, SYSTEM_READ, vmConfig, type TestVm } from './helpers/vm.js';
+
+const skip = skipReason();
+if (skip) console.warn(`skipping the vmm socket tests: ${skip}`);
+
+/** The first line a connection to `path` receives (as root, following whatever is there). */
+function firstLine(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ path });
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      buf += d;
+      if (buf.includes('\n')) {
+        s.destroy();
+        resolve(buf.slice(0, buf.indexOf('\n')));
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
+  const vms: TestVm[] = [];
+  afterEach(() => {
+    for (const vm of vms.splice(0)) forceCleanup(vm);
+  });
+
+  it('a QMP path replaced by a symlink to another VM\'s QMP socket is refused, and the other VM runs on', async () => {
+    ensureNative();
+    // VM A: a QEMU stand-in answering QMP; it powers off on system_powerdown.
+    const a = newTestVm();
+    vms.push(a);
+    chmodSync(a.storage, 0o755);
+    copyFileSync(join(repoRoot, 'examples', 'fake-vmm.mjs'), join(a.storage, 'fake-vmm.mjs'));
+    const qmpA = `${a.runtimeDir}/vmm/qmp.sock`;
+    const runA = start(
+      vmConfig(a, [
+        service({
+          name: 'vmm', vmm: true, uid: 62002, gid: 62002, storage: 'ro',
+          argv: [process.execPath, `${a.storage}/fake-vmm.mjs`, '--qmp', qmpA, '--boot-ms', '100'],
+          env: { PATH: '/usr/bin:/bin', OPENSSL_CONF: '/dev/null' },
+          landlock: { read: [...SYSTEM_READ, a.storage], write: [] },
+          stop: { qmp: qmpA },
+        }),
+      ]),
+      a,
+    );
+    await runA.waitFor('running');
+    expect(await until(() => existsSync(qmpA), 10_000)).toBe(true);
+
+    // VM B: its (compromised) vmm plants a symlink where its manager will look for its QMP socket.
+    const b = newTestVm();
+    vms.push(b);
+    const qmpB = `${b.runtimeDir}/vmm/qmp.sock`;
+    const runB = start(
+      vmConfig(
+        b,
+        [service({ name: 'vmm', vmm: true, uid: 62003, gid: 62003, argv: ['/bin/sh', '-c', `ln -s ${qmpA} ${qmpB} && exec sleep 1000`], stop: { qmp: qmpB } })],
+        { timeouts: { setupMs: 10_000, stopMs: 3000, killMs: 2000 } },
+      ),
+      b,
+    );
+    await runB.waitFor('running');
+    expect(await until(() => existsSync(qmpB), 5000)).toBe(true);
+
+    // Control: as root, the planted path leads to VM A's QMP.
+    expect(await firstLine(qmpB)).toMatch(/"QMP"/);
+
+    // B's stop: its manager refuses the symlink (the first request fails: the stop is forced).
+    const outB = await stop(runB);
+    expect(outB.outcome).toBe('forced');
+    expect(outB.errors.join('\n')).toMatch(/qmp\.sock is a symlink, not the vmm's \(uid 62003\) socket: not connecting to it as root/);
+    // A never got a power-down: still running, its QMP still answering.
+    expect(runA.actor.getSnapshot().matches('running')).toBe(true);
+    expect(await firstLine(qmpA)).toMatch(/"QMP"/);
+    expect(leftovers(b)).toEqual([]);
+
+    // And A's own manager does stop it over QMP: the socket is the vmm's own.
+    const outA = await stop(runA);
+    expect(outA).toMatchObject({ outcome: 'stopped', exitCode: 0 });
+    expect(leftovers(a)).toEqual([]);
+  }, 40_000);
+});
