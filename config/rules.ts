@@ -147,7 +147,8 @@ export const TOP_KEYS = ['name', 'storage', 'runtimeDir', 'timeouts', 'cgroup', 
 export const TIMEOUT_KEYS = ['setupMs', 'stopMs', 'killMs'] as const;
 export const CGROUP_KEYS = ['parent', 'limits', 'limitsOptional'] as const;
 export const VM_LANDLOCK_KEYS = ['minAbi', 'allowDegraded'] as const;
-export const SERVICE_LANDLOCK_KEYS = ['read', 'write'] as const;
+export const SERVICE_LANDLOCK_KEYS = ['read', 'write', 'bindTcp', 'connectTcp'] as const;
+export const TCP_PORT_MAX = 65535;
 
 /** Kernel filesystems: never a VM's storage or runtime dir (`/proc/self/root` is the host's root). */
 export const KERNEL_FS_PATTERN = '^(?:/+\\.?)*/+(?:proc|sys|dev)(?:/|$)';

@@ -8,7 +8,7 @@
 
 import { LIMIT_KEYS, LIMIT_RULES } from './limits.js';
 import {
-  ALLOWED_CAPABILITIES, KERNEL_FS_PATTERN, CGROUP_PARENT_DEFAULT, CGROUP_PARENT_PATTERN, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, ID_MAX,
+  ALLOWED_CAPABILITIES, KERNEL_FS_PATTERN, TCP_PORT_MAX, CGROUP_PARENT_DEFAULT, CGROUP_PARENT_PATTERN, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, ID_MAX,
   IDENTIFIER_PATTERN, LANDLOCK_ABI_DEFAULT, LANDLOCK_ABI_MAX, LANDLOCK_ABI_MIN, NETWORK_DEFAULT, NETWORK_MODES, READY_IMMEDIATE, STOP_SIGNALS, STORAGE_ACCESS,
   TIMEOUT_DEFAULTS, TIMEOUT_MAX_MS, TIMEOUT_MINIMUMS, TMPFS_DEFAULT_SIZE, TMPFS_SIZE_PATTERN,
 } from './rules.js';
@@ -144,6 +144,12 @@ const service = described('A daemon of the VM, launched in its own sandbox.', {
       properties: {
         read: pathList('Paths the service may read.'),
         write: pathList('Paths the service may write.'),
+        bindTcp: described('With network "host" on Landlock ABI ≥ 4: TCP ports the service may bind (every other is denied).', {
+          type: 'array', items: { type: 'integer', minimum: 0, maximum: TCP_PORT_MAX },
+        }),
+        connectTcp: described('With network "host" on Landlock ABI ≥ 4: TCP ports the service may connect to (every other is denied).', {
+          type: 'array', items: { type: 'integer', minimum: 0, maximum: TCP_PORT_MAX },
+        }),
       },
     }),
     limits: limits('cgroup v2 limits of this service\'s leaf cgroup.'),

@@ -8,7 +8,7 @@ import {
 } from './fields.js';
 import {
   ALLOWED_CAPABILITIES, CAPABILITIES, MAX_EXEC_BYTES, DEFAULT_STOP_SIGNAL, EXIT_POLICIES, FORBIDDEN_CAPABILITIES, ID_MAX,
-  IDENTIFIER_PATTERN, READY_IMMEDIATE, READY_METHODS, SERVICE_KEYS, SERVICE_LANDLOCK_KEYS, STOP_METHODS, STOP_SIGNALS, STORAGE_ACCESS,
+  IDENTIFIER_PATTERN, TCP_PORT_MAX, READY_IMMEDIATE, READY_METHODS, SERVICE_KEYS, SERVICE_LANDLOCK_KEYS, STOP_METHODS, STOP_SIGNALS, STORAGE_ACCESS,
   TMPFS_DEFAULT_SIZE, TMPFS_SIZE_PATTERN, canonicalCapability,
 } from './rules.js';
 import {
@@ -66,7 +66,13 @@ function landlock(p: Problems, path: string, v: unknown): ServiceConfig['landloc
   if (!obj) return { read: [], write: [] };
   checkKeys(p, path, obj, SERVICE_LANDLOCK_KEYS);
   const paths = (key: string) => (field(obj, key) === undefined ? [] : pathList(p, at(path, key), field(obj, key)));
-  return { read: paths('read'), write: paths('write') };
+  const out: ServiceConfig['landlock'] = { read: paths('read'), write: paths('write') };
+  for (const key of ['bindTcp', 'connectTcp'] as const) {
+    const raw = field(obj, key);
+    if (raw === undefined) continue;
+    out[key] = list(p, at(path, key), raw, 'an array of TCP port numbers', (itemPath, x) => integer(p, itemPath, x, 0, TCP_PORT_MAX));
+  }
+  return out;
 }
 
 function capability(p: Problems, path: string, v: unknown): string {

@@ -54,7 +54,11 @@ export interface ServiceConfig {
   tmp: false | string;
   /** Private tmpfs on /dev/shm, as for tmp. */
   shm: false | string;
-  landlock: { read: string[]; write: string[] };
+  /**
+   * Landlock rules: paths it may read / write, and, with `network: "host"` on ABI ≥ 4, the TCP
+   * ports it may bind / connect to (every other port is denied; absent: none).
+   */
+  landlock: { read: string[]; write: string[]; bindTcp?: number[]; connectTcp?: number[] };
   limits: Limits;
   /** Capabilities kept (ambient) after the uid drop, e.g. ["CAP_DAC_READ_SEARCH"]. */
   caps: string[];

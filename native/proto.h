@@ -73,6 +73,14 @@ struct vms_landlock_path_beneath_attr {
 
 #define VMS_LANDLOCK_RULE_PATH_BENEATH 1
 
+/* landlock_net_port_attr (ABI 4) */
+struct vms_landlock_net_port_attr {
+    uint64_t allowed_access;
+    uint64_t port;
+} __attribute__((packed));
+
+#define VMS_LANDLOCK_RULE_NET_PORT 2
+
 /* The control socket is passed to vmsandbox-init at this fd, the VM's cgroup directory (O_PATH)
  * at VMS_CGROUP_FD (or not at all: then services are not placed in cgroups). */
 #define VMS_CONTROL_FD 3

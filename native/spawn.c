@@ -225,11 +225,16 @@ static void service_child(struct spawn_req *r, int pipefd) {
      * inodes), enforced last. */
     int ruleset = -1;
     if (r->landlock) {
-        struct vms_landlock_ruleset_attr attr = {.handled_access_fs = r->ll_fs, .scoped = r->ll_scope};
+        struct vms_landlock_ruleset_attr attr = {.handled_access_fs = r->ll_fs, .handled_access_net = r->ll_net, .scoped = r->ll_scope};
         ruleset = (int)syscall(VMS_NR_landlock_create_ruleset, &attr, ruleset_attr_size(&attr), 0);
         if (ruleset < 0) child_fail(pipefd, "landlock-create");
         for (int i = 0; i < r->nrules; i++)
             if (landlock_add_path(ruleset, &r->rules[i], r->ll_file) < 0) child_fail(pipefd, "landlock-rule");
+        for (int i = 0; i < r->nports; i++) {
+            struct vms_landlock_net_port_attr np = {.allowed_access = r->ports[i].access, .port = r->ports[i].port};
+            if (syscall(VMS_NR_landlock_add_rule, ruleset, VMS_LANDLOCK_RULE_NET_PORT, &np, 0) < 0)
+                child_fail(pipefd, "landlock-port");
+        }
     }
 
     /* Privilege drop, in the order that works: setgroups -> bounding set -> gid -> uid. */
@@ -472,7 +477,21 @@ static int storage_attrs(struct spawn_req *r, char *v) {
 }
 
 /* The Landlock keys, a bit each: each at most once. */
-enum { LLK_FS = 1, LLK_SCOPE = 2, LLK_FLAGS = 4, LLK_FILE = 8, LLK_RULE = 16 };
+enum { LLK_FS = 1, LLK_SCOPE = 2, LLK_FLAGS = 4, LLK_FILE = 8, LLK_RULE = 16, LLK_NET = 32, LLK_PORT = 64 };
+
+/* port=<allowed_access hex>,<port decimal>: one LANDLOCK_RULE_NET_PORT rule. */
+static int add_port(struct spawn_req *r, char *v) {
+    if (r->nports >= MAX_PORTS) return -1;
+    char *c = strchr(v, ',');
+    if (!c) return -1;
+    *c = '\0';
+    unsigned long long access, port;
+    if (parse_ul(v, 16, &access) < 0 || access == 0 || parse_ul(c + 1, 10, &port) < 0 || port > 65535) return -1;
+    r->ports[r->nports].access = access;
+    r->ports[r->nports].port = port;
+    r->nports++;
+    return 0;
+}
 
 /* A once-only hex field of a Landlock key, at most `max`. */
 static int ll_hex(const char *v, int key, int *seen, unsigned long long max, unsigned long long *out) {
@@ -523,6 +542,11 @@ int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
         else if (strcmp(kv, "llscope") == 0) bad = ll_hex(v, LLK_SCOPE, &ll_seen, UINT64_MAX, &u) < 0, r->ll_scope = u;
         else if (strcmp(kv, "llflags") == 0) bad = ll_hex(v, LLK_FLAGS, &ll_seen, UINT32_MAX, &u) < 0, r->ll_flags = (uint32_t)u;
         else if (strcmp(kv, "llfile") == 0) bad = ll_hex(v, LLK_FILE, &ll_seen, UINT64_MAX, &u) < 0, r->ll_file = u;
+        else if (strcmp(kv, "llnet") == 0) bad = ll_hex(v, LLK_NET, &ll_seen, UINT64_MAX, &u) < 0 || u == 0, r->ll_net = u;
+        else if (strcmp(kv, "port") == 0) {
+            ll_seen |= LLK_PORT;
+            bad = add_port(r, v) < 0;
+        }
         else if (strcmp(kv, "rule") == 0) {
             ll_seen |= LLK_RULE;
             bad = add_rule(r, v) < 0;
@@ -559,6 +583,12 @@ int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
     for (int i = 0; i < r->nrules; i++) {
         if (r->rules[i].access & ~r->ll_fs) {
             *field = "rule";
+            return -1;
+        }
+    }
+    for (int i = 0; i < r->nports; i++) {
+        if (r->ports[i].access & ~r->ll_net) {
+            *field = "port";
             return -1;
         }
     }

@@ -13,6 +13,7 @@
 #define MAX_KEEP 16
 #define MAX_GROUPS 64
 #define MAX_RULES 512
+#define MAX_PORTS 64
 #define MAX_ARGS 1024 /* argv and envp each, with their NULL */
 #define MAX_SECCOMP 128
 /* The longest output line the init forwards (outline= may ask for less): the capacity of each
@@ -76,6 +77,11 @@ struct spawn_req {
     uint64_t ll_scope; /* landlock_ruleset_attr.scoped */
     uint32_t ll_flags; /* landlock_restrict_self() flags */
     uint64_t ll_file;  /* the rights a rule keeps on a non-directory */
+    uint64_t ll_net;   /* landlock_ruleset_attr.handled_access_net (0: TCP not handled) */
+    struct {
+        uint64_t access, port;
+    } ports[MAX_PORTS]; /* LANDLOCK_RULE_NET_PORT rules */
+    int nports;
     struct ll_rule rules[MAX_RULES];
     int nrules;
     /* seccomp, applied as given: allow by default, these rules deny; on when nsc > 0. */

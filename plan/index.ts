@@ -32,6 +32,11 @@ export function planSandbox(config: VmConfig, facts: HostFacts): PlanResult {
   const ll = planLandlockAbi(config, facts.landlockAbi);
   if ('field' in ll) refusals.push(ll);
   const abi = 'field' in ll ? facts.landlockAbi : ll.abi;
+  // Sharing the host's network is safe only with Landlock's TCP control (ABI 4): refused below it
+  // unless degrading is allowed (then TCP is open to the host's network, as the uid allows).
+  if (networkOf(config) === 'host' && facts.landlockAbi < 4 && !config.landlock.allowDegraded) {
+    refuse('network', `"host" shares the host's network, and this kernel's Landlock ABI ${facts.landlockAbi} cannot restrict TCP bind/connect (ABI 4): use network "none", a newer kernel, or set landlock.allowDegraded`);
+  }
   const vmm = config.services.filter((s) => s.vmm);
   if (vmm.length !== 1) refuse('services', `exactly one service must be the vmm (vmm: true), found ${vmm.length}`);
   const mounts = planMounts(config, refuse);

@@ -30,8 +30,9 @@ export const LANDLOCK = {
     IOCTL_DEV: { bit: 1 << 15, abi: 5 }, // Linux 6.10
   },
   /**
-   * landlock_ruleset_attr.handled_access_net, ABI 4 (Linux 6.7). Not handled: the sandbox has no
-   * network rules (docs/threat-model.md); listed so that the table is the whole uapi.
+   * landlock_ruleset_attr.handled_access_net, ABI 4 (Linux 6.7). Handled only where a service
+   * shares the host's network (`network: "host"`): in the VM's own network namespace there is
+   * nothing to reach but its loopback.
    */
   net: {
     BIND_TCP: { bit: 1 << 0, abi: 4 },
@@ -145,13 +146,28 @@ export interface LandlockPlan {
   fileAccess: number;
   /** One per path, in order (read paths first); a path both read and written gets both grants. */
   rules: LandlockRule[];
+  /** landlock_ruleset_attr.handled_access_net: 0, or TCP bind and connect (network "host", ABI ≥ 4). */
+  handledNet: number;
+  /** One landlock_add_rule(LANDLOCK_RULE_NET_PORT) per port: the rights granted on it. */
+  ports: Array<{ port: number; access: number }>;
   read: string[];
   write: string[];
 }
 
 /** A read rule grants READ_ACCESS; a write rule every handled right. ABI 0: no Landlock (null). */
-export function planServiceLandlock(abi: number, rules: { read: string[]; write: string[] }): LandlockPlan | null {
+export function planServiceLandlock(
+  abi: number,
+  rules: { read: string[]; write: string[] },
+  tcp: { bind: number[]; connect: number[] } | null = null,
+): LandlockPlan | null {
   if (abi === 0) return null;
+  // TCP: every bind and connect denied but the listed ports, where the kernel can say so.
+  const handledNet = tcp && abi >= LANDLOCK.net.BIND_TCP.abi ? known(LANDLOCK.net, abi) : 0;
+  const ports = new Map<number, number>();
+  if (handledNet && tcp) {
+    for (const p of tcp.bind) ports.set(p, (ports.get(p) ?? 0) | LANDLOCK.net.BIND_TCP.bit);
+    for (const p of tcp.connect) ports.set(p, (ports.get(p) ?? 0) | LANDLOCK.net.CONNECT_TCP.bit);
+  }
   const handledFs = handledAccessFs(abi);
   const access = new Map<string, number>();
   for (const p of rules.read) access.set(p, (access.get(p) ?? 0) | (READ_ACCESS & handledFs));
@@ -163,6 +179,8 @@ export function planServiceLandlock(abi: number, rules: { read: string[]; write:
     restrictFlags: 0,
     fileAccess: FILE_ACCESS & handledFs,
     rules: [...access].map(([path, a]) => ({ path, access: a })),
+    handledNet,
+    ports: [...ports].map(([port, a]) => ({ port, access: a })),
     read: rules.read,
     write: rules.write,
   };

@@ -4,6 +4,7 @@
 
 import { posix } from 'node:path';
 import type { ServiceConfig, VmConfig } from '../config/types.js';
+import { networkOf } from '../config/types.js';
 import {
   canonicalCapability,
   canonicalSecurebit,
@@ -159,7 +160,12 @@ export function planService(config: VmConfig, service: ServiceConfig, index: num
     storage: storagePlan(service.storage, config.storage),
     tmpfs: tmp,
     keep: [config.runtimeDir],
-    landlock: planServiceLandlock(abi, rules),
+    // TCP rules only where the service shares the host's network (plan/landlock.ts).
+    landlock: planServiceLandlock(
+      abi,
+      rules,
+      networkOf(config) === 'host' ? { bind: service.landlock.bindTcp ?? [], connect: service.landlock.connectTcp ?? [] } : null,
+    ),
     seccomp: planSeccomp(service.seccomp?.allow ?? [], `${field}.seccomp.allow`, refuse),
     argv: [...service.argv],
     env,

@@ -80,12 +80,26 @@ describe('plan/landlock: masks per ABI', () => {
           { path: '/etc', access: 0b1101 },
           { path: '/tmp', access: handledAccessFs(abi) },
         ],
+        handledNet: 0,
+        ports: [],
         read: ['/usr', '/etc'],
         write: ['/tmp'],
       });
       // Nothing that changes the tree through a read rule, whatever the ABI.
       for (const r of [FS.WRITE_FILE, FS.TRUNCATE, FS.IOCTL_DEV, FS.REFER, FS.REMOVE_FILE, FS.MAKE_REG]) expect(p.rules[0]!.access & r.bit).toBe(0);
     }
+  });
+
+  it('TCP: handled (bind and connect denied but the listed ports) only when asked for and from ABI 4', () => {
+    const tcp = { bind: [8080], connect: [443, 8080] };
+    expect(planServiceLandlock(3, { read: [], write: [] }, tcp)!.handledNet).toBe(0);
+    expect(planServiceLandlock(7, { read: [], write: [] }, null)!.handledNet).toBe(0);
+    const p = planServiceLandlock(4, { read: [], write: [] }, tcp)!;
+    expect(p.handledNet).toBe(LANDLOCK.net.BIND_TCP.bit | LANDLOCK.net.CONNECT_TCP.bit);
+    expect(p.ports).toEqual([
+      { port: 8080, access: LANDLOCK.net.BIND_TCP.bit | LANDLOCK.net.CONNECT_TCP.bit },
+      { port: 443, access: LANDLOCK.net.CONNECT_TCP.bit },
+    ]);
   });
 
   it('a path both read and written is one rule with both grants', () => {
@@ -123,6 +137,12 @@ describe('spawn request: the Landlock fields', () => {
     seccomp: null,
     argv: ['/bin/sleep', '1000'],
     env: [],
+  });
+
+  it('TCP rules: llnet= and one port= per port, only when handled', () => {
+    const tcp = planServiceLandlock(4, { read: [], write: [] }, { bind: [8080], connect: [443, 8080] });
+    expect(spawnFields(service(tcp))).toEqual(expect.arrayContaining(['llnet=3', 'port=3,8080', 'port=2,443']));
+    expect(spawnFields(service(planServiceLandlock(7, { read: [], write: [] }))).some((f) => f.startsWith('llnet=') || f.startsWith('port='))).toBe(false);
   });
   const landlockFields = (f: string[]) => f.filter((x) => /^(ll[a-z]+|rule|landlock|ro|rw)=/.test(x));
 

@@ -88,6 +88,14 @@ describe('the plan', () => {
     expect(spawnFields(degraded.plan.services[0]!).some((f) => f.startsWith('ro=') || f.startsWith('rule='))).toBe(false);
   });
 
+  it('refuses the host network on a kernel that cannot restrict TCP (Landlock ABI < 4) unless degrading is allowed', () => {
+    const config = vmConfig(vm, [SLEEPER], { network: 'host', landlock: { minAbi: 1, allowDegraded: false } });
+    expect(refusals(config, { ...host, landlockAbi: 3 })).toEqual([{ field: 'network', message: expect.stringMatching(/cannot restrict TCP bind\/connect \(ABI 4\)/) }]);
+    expect(planSandbox({ ...config, landlock: { minAbi: 1, allowDegraded: true } }, { ...host, landlockAbi: 3 }).ok).toBe(true);
+    expect(refusals(config, host)).toEqual([]);
+    expect(refusals({ ...config, network: 'none' }, { ...host, landlockAbi: 3 })).toEqual([]);
+  });
+
   it('refuses a limit whose controller the host lacks, naming the limit; skips it with limitsOptional', () => {
     const config = vmConfig(vm, [{ ...SLEEPER, limits: { 'pids.max': 64 } }], { cgroup: { parent: 'p', limits: { 'memory.max': '1G' }, limitsOptional: false } });
     const noMemory = { ...host, cgroupControllers: ['pids'] };

@@ -209,6 +209,12 @@ export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: strin
         field: `${p}.landlock`,
         fix: 'every rule path must be a file or directory the sandbox init can open (a missing one is skipped): `vmsandbox check` checks each',
       };
+    case 'landlock-port':
+      return {
+        object: `a Landlock TCP port rule (bind: ${(s.landlock.bindTcp ?? []).join(', ') || 'none'}; connect: ${(s.landlock.connectTcp ?? []).join(', ') || 'none'})`,
+        field: `${p}.landlock`,
+        fix: 'the kernel refused the rule: TCP rules need Landlock ABI 4 (`vmsandbox check` shows the ABI)',
+      };
     case 'landlock-restrict':
       return { object: 'the Landlock ruleset', field: `${p}.landlock`, fix: 'the kernel refused to enforce it' };
     case 'setgroups':

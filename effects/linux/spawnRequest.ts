@@ -5,6 +5,7 @@
 // Landlock (plan/landlock.ts) is on when `llfs=` is present; masks and flags are hex:
 //   llfs=<handled_access_fs> llscope=<scoped> llflags=<restrict_self flags>
 //   llfile=<rights a rule keeps on a non-directory> rule=<allowed_access>,<path>*
+//   llnet=<handled_access_net> port=<allowed_access>,<decimal port>*   (network "host" only)
 
 import type { ServicePlan } from '../../plan/types.js';
 import { SERVICE_OUTPUT } from '../../plan/output.js';
@@ -29,6 +30,7 @@ export function spawnFields(s: ServicePlan): string[] {
   if (ll) {
     f.push(`llfs=${hex(ll.handledFs)}`, `llscope=${hex(ll.scoped)}`, `llflags=${hex(ll.restrictFlags)}`, `llfile=${hex(ll.fileAccess)}`);
     f.push(...ll.rules.map((r) => `rule=${hex(r.access)},${r.path}`));
+    if (ll.handledNet) f.push(`llnet=${hex(ll.handledNet)}`, ...ll.ports.map((p) => `port=${hex(p.access)},${p.port}`));
   }
   // seccomp (plan/seccomp.ts): one `sc=` per rule, by syscall name (the init resolves it for its
   // architecture): sc=<name>,<errno> or, with an argument condition, sc=<name>,<errno>,<arg

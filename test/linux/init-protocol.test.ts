@@ -114,6 +114,11 @@ describe.skipIf(skip)('the sandbox init under malformed and over-long requests',
       ['llfs=ffff llflags=100000000', 'llflags'], // restrict_self's flags are 32 bits
       ['llfs=ffff llfile=', 'llfile'],
       ['landlock=7', 'landlock'], // the old ABI field: the init no longer derives rights from an ABI
+      ['llfs=ffff llnet=0', 'llnet'], // TCP handled by nothing
+      ['llfs=ffff llnet=3 port=3,70000', 'port'], // not a TCP port
+      ['llfs=ffff llnet=1 port=2,443', 'port'], // connect granted where only bind is handled
+      ['llfs=ffff port=2,443', 'port'], // a port rule without handled TCP rights
+      ['port=2,443', 'llfs'], // a port rule without a ruleset
       // Mount policy, also the plan's: flags and attributes the init knows, and only those.
       ['tmp=mode=1777,size=8M', 'tmp'], // no flags
       ['tmp=20,mode=1777', 'tmp'], // MS_REMOUNT is not a tmpfs flag of a request

@@ -235,8 +235,16 @@ describe('linux backend: a VM has its own IPC and network namespaces', () => {
       expect(/-- links\n([\s\S]*)-- done/.exec(out)?.[1]?.trim().split(/\s+/)).toEqual(['lo']);
       await finish(none);
 
-      // Control: the same probe with the host's network reaches the listener and lists both sockets.
-      const kept = startVm((vm) => [probe(vm, 'p', hostProbe(host.port), hostProbeRules)], { network: 'host' });
+      // With the host's network, Landlock's TCP rules still deny the connect: no port is granted.
+      const denied = startVm((vm) => [probe(vm, 'p', hostProbe(host.port), hostProbeRules)], { network: 'host' });
+      expect(await outputOf(denied, 'p', /-- done/)).toMatch(/^host failed Permission denied$/m);
+      expect(host.accepted()).toBe(0);
+      await finish(denied);
+
+      // Control: the same probe with the host's network and the port granted (landlock.connectTcp)
+      // reaches the listener and lists both sockets.
+      const granted = { landlock: { ...hostProbeRules.landlock, connectTcp: [host.port] } };
+      const kept = startVm((vm) => [probe(vm, 'p', hostProbe(host.port), granted)], { network: 'host' });
       const outHost = await outputOf(kept, 'p', /-- done/);
       expect(outHost).toMatch(/^host connected hello from the host$/m);
       expect(host.accepted()).toBe(1);
@@ -251,17 +259,22 @@ describe('linux backend: a VM has its own IPC and network namespaces', () => {
     async () => {
       // A port unlikely to be in use on the host (the control binds it in the host's namespace).
       const port = 20000 + Math.floor(Math.random() * 30000);
+      // On the host's network the ports must be granted (Landlock TCP rules); in a VM's own network
+      // namespace they are not handled (nothing but its loopback to reach).
+      const tcp = (network: 'none' | 'host', rule: 'bindTcp' | 'connectTcp') =>
+        network === 'host' ? { landlock: { read: PROBE_READ.read, write: [], [rule]: [port] } } : {};
       const pair = (network: 'none' | 'host') => {
         const server = startVm(
           (vm) => [
-            probe(vm, 'listener', listenOn(port, vm.name)),
-            probe(vm, 'client', connectTo('sibling', port, 60), { uid: 62002, gid: 62002 }),
+            probe(vm, 'listener', listenOn(port, vm.name), tcp(network, 'bindTcp')),
+            probe(vm, 'client', connectTo('sibling', port, 60), { uid: 62002, gid: 62002, ...tcp(network, 'connectTcp') }),
           ],
           { network },
         );
         return server;
       };
-      const attacker = (network: 'none' | 'host') => startVm((vm) => [probe(vm, 'p', `${connectTo('other-vm', port)}\necho '-- done'`)], { network });
+      const attacker = (network: 'none' | 'host') =>
+        startVm((vm) => [probe(vm, 'p', `${connectTo('other-vm', port)}\necho '-- done'`, tcp(network, 'connectTcp'))], { network });
 
       const b = pair('none');
       const sibling = await outputOf(b, 'client', /^sibling /m);
