@@ -41,6 +41,19 @@ export interface SeccompPlan {
 const always = (syscall: string, why: string, errno: number = ERRNO.EPERM) => ({ rules: [{ syscall, errno }], why });
 /** Denied unless aimed at the caller itself (pid argument 0 means "self" for all of these). */
 const selfOnly = (syscall: string, why: string, pidArg = 0) => ({ rules: [{ syscall, errno: ERRNO.EPERM, arg: { index: pidArg, op: 'ne' as const, value: 0 } }], why });
+/** Denied unless (which, who) is (`which`, 0): the caller itself, not a process group or a uid. */
+const whichSelfOnly = (syscall: string, which: number, why: string) => ({
+  rules: [
+    { syscall, errno: ERRNO.EPERM, arg: { index: 0, op: 'ne' as const, value: which } },
+    { syscall, errno: ERRNO.EPERM, arg: { index: 1, op: 'ne' as const, value: 0 } },
+  ],
+  why,
+});
+/** Denied when the flags argument asks for a new user namespace. */
+const newUserNs = (syscall: string, why: string) => ({
+  rules: [{ syscall, errno: ERRNO.EPERM, arg: { index: 0, op: 'maskedEq' as const, mask: CLONE_NEWUSER, value: CLONE_NEWUSER } }],
+  why,
+});
 
 /**
  * The default deny list, by syscall name, each with the reason (shown in docs/threat-model.md).
@@ -49,8 +62,8 @@ const selfOnly = (syscall: string, why: string, pidArg = 0) => ({ rules: [{ sysc
 export const SECCOMP_DENY: Record<string, { rules: SeccompRule[]; why: string }> = {
   // New user namespaces: a full capability set in a fresh namespace (nf_tables, mounts, ...): the
   // kernel's most-exploited attack surface. Other namespace flags need CAP_SYS_ADMIN anyway.
-  unshare: { rules: [{ syscall: 'unshare', errno: ERRNO.EPERM, arg: { index: 0, op: 'maskedEq', mask: CLONE_NEWUSER, value: CLONE_NEWUSER } }], why: 'with CLONE_NEWUSER: a new user namespace holds every capability' },
-  clone: { rules: [{ syscall: 'clone', errno: ERRNO.EPERM, arg: { index: 0, op: 'maskedEq', mask: CLONE_NEWUSER, value: CLONE_NEWUSER } }], why: 'with CLONE_NEWUSER, as unshare' },
+  unshare: newUserNs('unshare', 'with CLONE_NEWUSER: a new user namespace holds every capability'),
+  clone: newUserNs('clone', 'with CLONE_NEWUSER, as unshare'),
   // clone3's flags are in memory, which seccomp cannot read: ENOSYS makes glibc fall back to
   // clone (threads, posix_spawn), whose flags the rule above checks.
   clone3: always('clone3', 'its flags cannot be checked (they are in memory); ENOSYS makes libc fall back to clone', ERRNO.ENOSYS),
@@ -62,24 +75,12 @@ export const SECCOMP_DENY: Record<string, { rules: SeccompRule[]; why: string }>
   // Resource and scheduling changes aimed at another process of the same uid (Landlock does not
   // govern them): allowed on the caller itself only.
   prlimit64: selfOnly('prlimit64', 'on another process: cripple a same-uid sibling (address space, CPU time, open files)'),
-  setpriority: {
-    rules: [
-      { syscall: 'setpriority', errno: ERRNO.EPERM, arg: { index: 0, op: 'ne', value: PRIO_PROCESS } },
-      { syscall: 'setpriority', errno: ERRNO.EPERM, arg: { index: 1, op: 'ne', value: 0 } },
-    ],
-    why: 'other than PRIO_PROCESS of itself: renice a sibling, or every process of the uid (PRIO_USER)',
-  },
+  setpriority: whichSelfOnly('setpriority', PRIO_PROCESS, 'other than PRIO_PROCESS of itself: renice a sibling, or every process of the uid (PRIO_USER)'),
   sched_setaffinity: selfOnly('sched_setaffinity', 'on another process: pin a sibling to one CPU'),
   sched_setscheduler: selfOnly('sched_setscheduler', 'on another process: SCHED_IDLE for a sibling'),
   sched_setparam: selfOnly('sched_setparam', 'on another process, as sched_setscheduler'),
   sched_setattr: selfOnly('sched_setattr', 'on another process, as sched_setscheduler'),
-  ioprio_set: {
-    rules: [
-      { syscall: 'ioprio_set', errno: ERRNO.EPERM, arg: { index: 0, op: 'ne', value: IOPRIO_WHO_PROCESS } },
-      { syscall: 'ioprio_set', errno: ERRNO.EPERM, arg: { index: 1, op: 'ne', value: 0 } },
-    ],
-    why: 'other than IOPRIO_WHO_PROCESS of itself: idle I/O priority for a sibling or the whole uid',
-  },
+  ioprio_set: whichSelfOnly('ioprio_set', IOPRIO_WHO_PROCESS, 'other than IOPRIO_WHO_PROCESS of itself: idle I/O priority for a sibling or the whole uid'),
   // Never needed by a VMM or virtiofsd; each is kernel attack surface or reaches other processes.
   ptrace: always('ptrace', 'debugging other processes (Landlock already limits it to its own domain)'),
   process_vm_readv: always('process_vm_readv', 'reads another process\'s memory'),

@@ -15,9 +15,7 @@
 //   anything else                       → 0 (s6 restarts if the service is wanted up)
 
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config/load.js';
 import type { VmConfig } from '../config/types.js';
 import { cgroupRoot, vmCgroupDir } from '../effects/linux/cgroup.js';
 import { signalName } from '../effects/linux/native.js';
@@ -26,6 +24,7 @@ import { describeHolder, memoryJournal, UPTIME_JUDGED_EXITS, type Claim, type Jo
 import { EXIT_CODES, FINISH_REFUSED } from '../machines/outcome.js';
 import { removeLeftovers, type Removal } from './leftovers.js';
 import { createLogger } from '../cli/log.js';
+import { loadConfigOrLog } from './config.js';
 
 export { FINISH_REFUSED };
 
@@ -106,17 +105,8 @@ export async function finishMain(argv: string[]): Promise<number> {
     process.stderr.write(USAGE);
     return 2;
   }
-  let config: VmConfig;
-  try {
-    config = loadConfig(file);
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    createLogger(basename(file).replace(/\.json$/, '')).error(
-      { config: file, problems: e.problems, exitCode: S6_PERMANENT_FAILURE },
-      `finish: config invalid, nothing to clean up; not restarting (exit ${S6_PERMANENT_FAILURE}): ${e.problems.join('; ')}`,
-    );
-    return S6_PERMANENT_FAILURE;
-  }
+  const config = loadConfigOrLog(file, S6_PERMANENT_FAILURE, `finish: config invalid, nothing to clean up; not restarting (exit ${S6_PERMANENT_FAILURE})`);
+  if (!config) return S6_PERMANENT_FAILURE;
   const log = createLogger(config.name);
   const warn = (msg: string) => log.warn({ detail: msg }, msg);
   const started = Date.now();

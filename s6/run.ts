@@ -5,9 +5,7 @@
 // (docs/architecture.md, docs/s6.md).
 
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config/load.js';
 import { readyOf, vmmOf, type VmConfig } from '../config/types.js';
 import { claimRuntimeDir } from '../effects/linux/backend.js';
 import { createLinuxBackend } from '../effects/linux/index.js';
@@ -21,6 +19,7 @@ import { createLogger, logTransition, type Logger } from '../cli/log.js';
 import { describeReady, waitReady } from './ready.js';
 import { publishStatus } from '../visualizer/statusSocket.js';
 import { SupervisorError, watchSupervisor } from './supervisor.js';
+import { loadConfigOrLog } from './config.js';
 
 /**
  * The signal the kernel sends the manager when its parent (s6-supervise) dies. Not SIGTERM/SIGINT
@@ -62,18 +61,9 @@ export async function runMain(argv: string[]): Promise<number> {
     return 2;
   }
   const file = positionals[0]!;
-  let config: VmConfig;
-  try {
-    config = loadConfig(file);
-  } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    // As a JSON line for s6-log, then the exit code that tells `vmsandbox finish` not to restart.
-    createLogger(basename(file).replace(/\.json$/, '')).error(
-      { config: file, problems: e.problems, exitCode: EXIT_CODES.configInvalid },
-      `config invalid (exit ${EXIT_CODES.configInvalid}, permanent: fix the config): ${e.problems.join('; ')}`,
-    );
-    return EXIT_CODES.configInvalid;
-  }
+  // The exit code tells `vmsandbox finish` not to restart.
+  const config = loadConfigOrLog(file, EXIT_CODES.configInvalid, `config invalid (exit ${EXIT_CODES.configInvalid}, permanent: fix the config)`);
+  if (!config) return EXIT_CODES.configInvalid;
   const log = createLogger(config.name);
   const started = Date.now();
 

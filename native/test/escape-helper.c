@@ -24,31 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void die(const char *what) {
-    const char *name = strerrorname_np(errno);
-    /* Nothing is left to do if stderr fails too: the exit code still tells. */
-    (void)fprintf(stderr, "esc: %s: %s\n", what, name ? name : "unknown errno");
-    exit(1);
-}
-
-/* Every line goes out at once: the test reads the file while the VM may be torn down. */
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vprintf(fmt, ap);
-    va_end(ap);
-    if (n < 0 || fflush(stdout) != 0) die("writing stdout");
-}
-
-static void report(const char *what, long rc) {
-    if (rc >= 0) {
-        say("%s rc=%ld\n", what, rc);
-        return;
-    }
-    const char *name = strerrorname_np(errno);
-    if (name) say("%s rc=-1 errno=%s\n", what, name);
-    else say("%s rc=-1 errno=%d\n", what, errno);
-}
+#define PROBE_NAME "esc"
+#include "probe.h"
 
 static void reap(pid_t pid, int *status, int flags) {
     while (waitpid(pid, status, flags) < 0) {

@@ -34,29 +34,8 @@
 #include <linux/keyctl.h>
 #include <linux/sched.h>
 
-static void die(const char *what) {
-    const char *name = strerrorname_np(errno);
-    (void)fprintf(stderr, "scp: %s: %s\n", what, name ? name : "unknown errno");
-    exit(1);
-}
-
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vprintf(fmt, ap);
-    va_end(ap);
-    if (n < 0 || fflush(stdout) != 0) die("writing stdout");
-}
-
-static void report(const char *what, long rc) {
-    if (rc >= 0) {
-        say("%s rc=%ld\n", what, rc);
-        return;
-    }
-    const char *name = strerrorname_np(errno);
-    if (name) say("%s rc=-1 errno=%s\n", what, name);
-    else say("%s rc=-1 errno=%d\n", what, errno);
-}
+#define PROBE_NAME "scp"
+#include "probe.h"
 
 /* A child made by a raw clone: reap it (it exits 0 at once). The report's errno is kept. */
 static void reap_child(long pid) {

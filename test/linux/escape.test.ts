@@ -7,10 +7,11 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync,
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
-import { serviceExit, start, stop, type Run } from './helpers/inprocess.js';
+import { serviceExit, start, stop } from './helpers/inprocess.js';
 import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
 import { ensureNative, staticCcSkipReason, testProgram } from './helpers/native.js';
 import { CGROUP_PARENT as CGROUP_PARENT_NAME, cgroupParentDir } from './helpers/paths.js';
+import { runProbe, stopProbe, type ProbeResult } from './helpers/probe.js';
 import { landlockSkipReason, skipReason } from './helpers/skip.js';
 import { newTestVm, service, SLEEPER, SYSTEM_READ, vmConfig, type TestVm } from './helpers/vm.js';
 
@@ -26,12 +27,6 @@ else {
   if (skipTools) console.warn(`test/linux/escape: tests with the C escape helper skipped: ${skipTools}`);
 }
 
-interface ProbeResult {
-  code: number | null;
-  signal: string | null;
-  out: string;
-  run: Run;
-}
 
 describe('linux backend: escapes from a service fail', () => {
   let vm: TestVm | null = null;
@@ -75,26 +70,9 @@ describe('linux backend: escapes from a service fail', () => {
   async function probe(script: string, over: Partial<ServiceConfig> = {}, others: ServiceConfig[] = [], vmOver: Partial<VmConfig> = {}): Promise<ProbeResult> {
     vm ??= newTestVm();
     chownSync(vm.storage, 62001, 62001);
-    const outFile = `${vm.runtimeDir}/probe/out`;
-    const p = service({
-      name: 'probe',
-      argv: ['/bin/sh', '-c', `exec >${outFile} 2>&1\n${script}`],
-      env: { PATH: '/usr/bin:/bin', STORAGE: vm.storage, SCRATCH: vm.scratch },
-      ...over,
-    });
-    const run = start(vmConfig(vm, [...others, p, SLEEPER], vmOver), vm);
-    const exit = await serviceExit(run, 'probe');
-    await run.waitFor('running');
-    const out = existsSync(outFile) ? readFileSync(outFile, 'utf8') : '';
-    if (process.env.VMSANDBOX_TEST_DEBUG) console.log(`probe exit ${exit.code ?? exit.signal}:\n${out}`);
-    return { code: exit.code, signal: exit.signal, out, run };
+    return runProbe(vm, script, { env: { STORAGE: vm.storage, SCRATCH: vm.scratch }, over, others, vmOver });
   }
-
-  async function finish(r: ProbeResult): Promise<void> {
-    const output = await stop(r.run);
-    expect({ ...output, events: r.run.events }).toMatchObject({ outcome: 'stopped' });
-    expect(leftovers(vm!)).toEqual([]);
-  }
+  const finish = (r: ProbeResult) => stopProbe(vm!, r);
 
   it.skipIf(skip)('runs as its own uid with no capabilities, no_new_privs, an empty bounding set', async () => {
     const r = await probe('grep -E "^(Uid|Gid|Groups|CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs):" /proc/self/status', {

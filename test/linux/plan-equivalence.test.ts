@@ -3,7 +3,7 @@
 // those are exactly the plan's (plan/record.ts). So what the simulator checks is the policy that
 // runs, not a copy of it.
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { linuxHostFacts } from '../../effects/linux/hostFacts.js';
 import { runSandbox, type SandboxRun } from '../../machines/runner.js';
 import { planSandbox } from '../../plan/index.js';
@@ -13,7 +13,7 @@ import { VirtualClock } from '../../sim/clock.js';
 import { demoPlan } from '../../sim/demoPlan.js';
 import { SimKernel } from '../../sim/kernel.js';
 import { start, stop } from './helpers/inprocess.js';
-import { forceCleanup, leftovers } from './helpers/leftovers.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
 import { ensureNative } from './helpers/native.js';
 import { skipReason } from './helpers/skip.js';
 import { newTestVm, service, SLEEPER, vmConfig, type TestVm } from './helpers/vm.js';
@@ -37,6 +37,7 @@ describe('the simulator and the Linux backend execute the same plan', () => {
     if (vm) forceCleanup(vm);
     vm = null;
   });
+  afterAll(() => removeTestParents());
 
   it.skipIf(skip)('same operations, same order, and they are the plan\'s', async () => {
     ensureNative();

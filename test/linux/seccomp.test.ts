@@ -4,16 +4,16 @@
 // re-enabled by `seccomp.allow` (or, for the keyring, on the host without the sandbox).
 
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServiceConfig } from '../../config/types.js';
 import { sys } from '../../effects/linux/native.js';
-import { serviceExit, start, stop, type Run } from './helpers/inprocess.js';
-import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
+import { forceCleanup, removeTestParents } from './helpers/leftovers.js';
 import { ensureNative, staticCcSkipReason, testProgram } from './helpers/native.js';
+import { runProbe, stopProbe, type ProbeResult } from './helpers/probe.js';
 import { landlockSkipReason, skipReason } from './helpers/skip.js';
-import { newTestVm, service, SLEEPER, SYSTEM_READ, vmConfig, type TestVm } from './helpers/vm.js';
+import { newTestVm, service, SYSTEM_READ, type TestVm } from './helpers/vm.js';
 
 const skip = skipReason() ?? landlockSkipReason(1) ?? staticCcSkipReason();
 if (skip) console.warn(`test/linux/seccomp skipped: ${skip}`);
@@ -23,12 +23,6 @@ const KEYCTL_JOIN_SESSION_KEYRING = 1;
 const x86 = process.arch === 'x64';
 if (!skip && !x86) console.warn(`test/linux/seccomp: the i386-table test skipped: ${process.arch} has no int 0x80`);
 
-interface ProbeResult {
-  code: number | null;
-  signal: string | null;
-  out: string;
-  run: Run;
-}
 
 describe('linux backend: seccomp and the session keyring', () => {
   let vm: TestVm | null = null;
@@ -55,27 +49,10 @@ describe('linux backend: seccomp and the session keyring', () => {
   /** Run `script` as service "probe" next to `others` and a sleeping vmm; the VM keeps running. */
   async function probe(script: string, over: Partial<ServiceConfig> = {}, others: ServiceConfig[] = []): Promise<ProbeResult> {
     vm ??= newTestVm();
-    const outFile = `${vm.runtimeDir}/probe/out`;
-    const p = service({
-      name: 'probe',
-      argv: ['/bin/sh', '-c', `exec >${outFile} 2>&1\n${script}`],
-      env: { PATH: '/usr/bin:/bin', P: probeBin },
-      landlock: { read: [...SYSTEM_READ, '/proc', tools], write: [] },
-      ...over,
-    });
-    const run = start(vmConfig(vm, [...others, p, SLEEPER]), vm);
-    const exit = await serviceExit(run, 'probe');
-    await run.waitFor('running');
-    const out = existsSync(outFile) ? readFileSync(outFile, 'utf8') : '';
-    if (process.env.VMSANDBOX_TEST_DEBUG) console.log(`probe exit ${exit.code ?? exit.signal}:\n${out}`);
-    return { code: exit.code, signal: exit.signal, out, run };
+    const landlock = { read: [...SYSTEM_READ, '/proc', tools], write: [] };
+    return runProbe(vm, script, { env: { P: probeBin }, over: { landlock, ...over }, others });
   }
-
-  async function finish(r: ProbeResult): Promise<void> {
-    const output = await stop(r.run);
-    expect({ ...output, events: r.run.events }).toMatchObject({ outcome: 'stopped' });
-    expect(leftovers(vm!)).toEqual([]);
-  }
+  const finish = (r: ProbeResult) => stopProbe(vm!, r);
 
   const NAMESPACES = '$P unshare-user; $P clone-user; $P clone3; $P thread';
 

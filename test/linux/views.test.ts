@@ -4,9 +4,9 @@
 // connect(2) to a named socket, so only not seeing the other VM's directory does.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { serviceExit, start, stop } from './helpers/inprocess.js';
-import { forceCleanup, leftovers } from './helpers/leftovers.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
 import { ensureNative } from './helpers/native.js';
 import { skipReason } from './helpers/skip.js';
 import { newTestVm, service, SLEEPER, vmConfig, type TestVm } from './helpers/vm.js';
@@ -19,6 +19,7 @@ describe.skipIf(skip)('a VM sees its own runtime dir, not another VM\'s', () => 
   afterEach(() => {
     for (const vm of vms.splice(0)) forceCleanup(vm);
   });
+  afterAll(() => removeTestParents());
 
   it('a service with DAC_OVERRIDE in VM B finds nothing of VM A under the runtime root; it does reach its sibling\'s 0700 dir (control)', async () => {
     ensureNative();

@@ -7,9 +7,9 @@
 import { chmodSync, copyFileSync, existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { start, stop } from './helpers/inprocess.js';
-import { forceCleanup, leftovers } from './helpers/leftovers.js';
+import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
 import { ensureNative } from './helpers/native.js';
 import { repoRoot } from './helpers/paths.js';
 import { skipReason } from './helpers/skip.js';
@@ -41,6 +41,7 @@ describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
   afterEach(() => {
     for (const vm of vms.splice(0)) forceCleanup(vm);
   });
+  afterAll(() => removeTestParents());
 
   it('a QMP path replaced by a symlink to another VM\'s QMP socket is refused, and the other VM runs on', async () => {
     ensureNative();
