@@ -130,6 +130,7 @@ function devicesOwnedOnce(p: Problems, parsed: (ParsedService | undefined)[]): v
  * Handed-over sockets live in the runtime dir (which exists while the VM runs): directly in it (no
  * service can write there) or in the service's own directory there. Not in another service's: that
  * service could replace the socket with its own and take its clients. Paths are unique across the VM.
+ * Its clients are other services of the VM: only they see it (plan/service.ts, the service's view).
  */
 function socketPlaces(p: Problems, runtimeDir: string, services: ServiceConfig[]): void {
   const seen = new Map<string, string>();
@@ -150,6 +151,12 @@ function socketPlaces(p: Problems, runtimeDir: string, services: ServiceConfig[]
       const first = seen.get(sock.path);
       if (first !== undefined) p.add(path, `${sock.path} is already used by ${first}`);
       else seen.set(sock.path, path);
+      (sock.clients ?? []).forEach((c, k) => {
+        const at = `services[${i}].sockets[${j}].clients[${k}]`;
+        if ((sock.clients ?? []).indexOf(c) < k) p.add(at, `${c} is listed twice`);
+        else if (c === s.name) p.add(at, `${c} owns the socket (it holds it at fd ${sock.fd}): list the services that connect to it`);
+        else if (!services.some((x) => x.name === c)) p.add(at, `no service of this VM is named ${JSON.stringify(c)} (services: ${services.map((x) => x.name).join(', ')})`);
+      });
     });
   });
 }

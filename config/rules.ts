@@ -135,7 +135,7 @@ export const SOCKET_FD_MIN = 3;
 export const SOCKET_FD_MAX = 255;
 export const SOCKET_MODE_PATTERN = '^0?[0-7]{3}$';
 export const SOCKET_MODE_DEFAULT = '0600';
-export const SOCKET_KEYS = ['path', 'fd', 'mode', 'gid'] as const;
+export const SOCKET_KEYS = ['path', 'fd', 'mode', 'gid', 'clients'] as const;
 
 /** Keys of service objects, in documentation order. */
 export const SERVICE_KEYS = [

@@ -183,6 +183,10 @@ const service = described('A daemon of the VM, launched in its own sandbox.', {
               type: 'string', pattern: SOCKET_MODE_PATTERN, default: SOCKET_MODE_DEFAULT,
             }),
             gid: id('Group of the socket file (default: the service\'s gid), e.g. the client service\'s gid with mode "0660".'),
+            clients: described(
+              'The services of this VM that see the socket at its path (each service sees only its own directory in the runtime dir, and the sockets it is a client of). Default: none.',
+              { type: 'array', items: { type: 'string', pattern: IDENTIFIER_PATTERN }, uniqueItems: true, default: [] },
+            ),
           },
         },
       },

@@ -156,7 +156,7 @@ const socketModeRe = new RegExp(SOCKET_MODE_PATTERN);
 
 function socket(p: Problems, path: string, v: unknown, serviceGid: number): SocketConfig {
   const obj = expectObject(p, path, v);
-  if (!obj) return { path: '/', fd: SOCKET_FD_MIN, mode: SOCKET_MODE_DEFAULT, gid: serviceGid };
+  if (!obj) return { path: '/', fd: SOCKET_FD_MIN, mode: SOCKET_MODE_DEFAULT, gid: serviceGid, clients: [] };
   checkKeys(p, path, obj, SOCKET_KEYS);
   const mode = field(obj, 'mode') === undefined
     ? SOCKET_MODE_DEFAULT
@@ -166,11 +166,15 @@ function socket(p: Problems, path: string, v: unknown, serviceGid: number): Sock
     fd: integer(p, at(path, 'fd'), field(obj, 'fd'), SOCKET_FD_MIN, SOCKET_FD_MAX),
     mode: mode.length === 3 ? `0${mode}` : mode,
     gid: field(obj, 'gid') === undefined ? serviceGid : id(p, at(path, 'gid'), field(obj, 'gid'), ROOT_GID),
+    clients: field(obj, 'clients') === undefined
+      ? []
+      : list(p, at(path, 'clients'), field(obj, 'clients'), 'an array of service names (the services that may connect)', (itemPath, x) =>
+          typeof x === 'string' ? x : (fail(p, itemPath, x, 'a service name'), '')),
   };
 }
 
 function sockets(p: Problems, path: string, v: unknown, serviceGid: number): SocketConfig[] {
-  const out = list(p, path, v, 'an array of sockets ({"path", "fd", "mode"?, "gid"?})', (itemPath, x) => socket(p, itemPath, x, serviceGid));
+  const out = list(p, path, v, 'an array of sockets ({"path", "fd", "mode"?, "gid"?, "clients"?})', (itemPath, x) => socket(p, itemPath, x, serviceGid));
   const firstFd = new Map<number, number>();
   out.forEach((s, i) => {
     const first = firstFd.get(s.fd);

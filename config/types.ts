@@ -39,6 +39,11 @@ export interface SocketConfig {
   mode: string;
   /** Group of the socket file (default: the service's gid): give it to the client service's gid. */
   gid: number;
+  /**
+   * The services of the VM that see the socket (at its path) in their view of the runtime dir.
+   * No other service does, whatever its capabilities. Optional in hand-built configs (= []).
+   */
+  clients?: string[];
 }
 
 export interface ServiceConfig {

@@ -10,7 +10,9 @@
  *
  * spawn keys (each may appear once unless marked repeatable, *):
  *   name=<service> leaf=<cgroup leaf under fd 4> uid= gid= group=<gid>* cap=<number>*
- *   tmp=<tmpfs data> shm=<tmpfs data> storage=none|ro|rw storagepath=<path> keep=<path>*
+ *   tmp=<flags hex>,<tmpfs data> shm=<flags hex>,<tmpfs data> storagepath=<path>
+ *   storagebind=<attr set hex>,<attr clr hex> | storagehide=<flags hex>,<tmpfs data> keep=<path>*
+ *   view=<flags hex>,<tmpfs data> viewpath=<path> show=<path under viewpath>*   (the service's view)
  *   secbits=<securebits, decimal> listen=<target fd>,<mode octal>,<gid>,<path>* (owned by uid)
  *   llfs=<hex> llscope=<hex> llflags=<hex> llfile=<hex> rule=<hex>,<path>*   (Landlock: on iff llfs=)
  *   arg=<string>* env=<K=V>* cwd=<path> outline=<bytes: an output line longer than this is cut>
@@ -48,6 +50,7 @@
 
 #include "proto.h"
 #include "spawn.h"
+#include "tree.h"
 #include "util.h"
 
 /* Listeners live at fds >= LISTEN_FD_BASE in the init, above every target fd a request may name. */
@@ -107,25 +110,6 @@ static int under(const char *path, const char *dir) {
     return strncmp(path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
 }
 
-/* mkdir -p for an absolute path (mode 0755); existing directories are fine. */
-static int mkdir_p(const char *path) {
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf || path[0] != '/') {
-        errno = EINVAL;
-        return -1;
-    }
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
-        buf[i] = c;
-    }
-    return 0;
-}
-
 /* Build the request's filter and load it. Returns 0, or -1 with errno set and *step named.
  * Allow by default; a syscall of another architecture (i386 `int 0x80`, x32), which a deny list
  * keyed on native numbers would not see, kills the process. */
@@ -158,6 +142,25 @@ static int seccomp_apply(const struct spawn_req *r, const char **step) {
         return -1;
     }
     return 0;
+}
+
+/* The service's view of the runtime dir: what it may see there (its own directory, the sockets
+ * shared with it) is cloned, an empty tmpfs covers the directory, the clones are placed back at
+ * their paths, and the cover gets its final flags (read-only: nothing can be added beside them).
+ * Without it a service whose capabilities bypass file modes (virtiofsd's DAC_OVERRIDE) connects
+ * to the vmm's QMP socket in the vmm's 0700 directory: Landlock does not govern connect(2). */
+static void apply_view(const struct spawn_req *r, int pipefd) {
+    int tree[MAX_SHOW];
+    for (int i = 0; i < r->nshow; i++)
+        if ((tree[i] = tree_clone(r->show[i])) < 0) child_fail(pipefd, "view-clone");
+    /* Mounted writable to make the mount points, then remounted with the request's flags. */
+    if (mount("tmpfs", r->view_path, "tmpfs", r->view_flags & ~(unsigned long)MS_RDONLY, r->view_data) < 0)
+        child_fail(pipefd, "view-mount");
+    for (int i = 0; i < r->nshow; i++) {
+        const char *step;
+        if (tree_place(tree[i], r->show[i], &step) < 0) child_fail(pipefd, step);
+    }
+    if (mount(NULL, r->view_path, NULL, MS_REMOUNT | r->view_flags, r->view_data) < 0) child_fail(pipefd, "view-remount");
 }
 
 /* Runs in the forked child, already in its cgroup leaf (CLONE_INTO_CGROUP). Never returns. */
@@ -220,6 +223,7 @@ static void service_child(struct spawn_req *r, int pipefd) {
         if (stat(r->storage_path, &st) == 0 && mount("tmpfs", r->storage_path, "tmpfs", r->hide_flags, r->hide_data) < 0)
             child_fail(pipefd, "hide-storage");
     }
+    if (r->view_path) apply_view(r, pipefd);
 
     /* Landlock ruleset, as the request gives it: built now, after the final mounts (rules follow
      * inodes), enforced last. */
@@ -361,8 +365,15 @@ static int open_listener(const struct listen_req *l, uid_t uid, const char **ste
     errno = e;
     if (fd < 0) return -1;
     const char *failed = NULL;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) failed = "listen-bind";
-    else if (chmod(l->path, l->mode) < 0) failed = "listen-chmod";
+    /* The file gets its mode from the umask at bind (0777 & ~umask), not from a chmod(2) after
+     * it, which would follow a symlink put at the path in between. umask(2) cannot fail, and the
+     * init is single-threaded. */
+    mode_t old = umask(~l->mode & 0777);
+    int bound = bind(fd, (struct sockaddr *)&a, sizeof a);
+    e = errno;
+    umask(old);
+    errno = e;
+    if (bound < 0) failed = "listen-bind";
     else if (lchown(l->path, uid, l->gid) < 0) failed = "listen-chown";
     else if (listen(fd, l->backlog) < 0) failed = "listen";
     if (failed) {
@@ -538,6 +549,11 @@ int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
         else if (strcmp(kv, "keep") == 0) {
             bad = r->nkeep >= MAX_KEEP;
             if (!bad) r->keep[r->nkeep++] = v;
+        } else if (strcmp(kv, "view") == 0) bad = r->view_data || flags_data(v, &r->view_flags, &r->view_data) < 0;
+        else if (strcmp(kv, "viewpath") == 0) bad = r->view_path || v[0] != '/', r->view_path = v;
+        else if (strcmp(kv, "show") == 0) {
+            bad = r->nshow >= MAX_SHOW || v[0] != '/';
+            if (!bad) r->show[r->nshow++] = v;
         } else if (strcmp(kv, "llfs") == 0) bad = ll_hex(v, LLK_FS, &ll_seen, UINT64_MAX, &u) < 0, r->ll_fs = u;
         else if (strcmp(kv, "llscope") == 0) bad = ll_hex(v, LLK_SCOPE, &ll_seen, UINT64_MAX, &u) < 0, r->ll_scope = u;
         else if (strcmp(kv, "llflags") == 0) bad = ll_hex(v, LLK_FLAGS, &ll_seen, UINT32_MAX, &u) < 0, r->ll_flags = (uint32_t)u;
@@ -573,6 +589,16 @@ int spawn_parse(struct spawn_req *r, char **tok, int n, const char **field) {
         *field = "parse";
         return -1;
     }
+    /* A view is view= and viewpath= together; what it shows lies strictly under viewpath. */
+    if (!r->view_data != !r->view_path || (r->nshow > 0 && !r->view_path)) { /* show= alone too */
+        *field = r->view_path ? "viewpath" : "view";
+        return -1;
+    }
+    for (int i = 0; i < r->nshow; i++)
+        if (!under(r->show[i], r->view_path) || strcmp(r->show[i], r->view_path) == 0) {
+            *field = "show";
+            return -1;
+        }
     /* Landlock is on iff llfs= came; the other keys mean nothing without it. */
     r->landlock = (ll_seen & LLK_FS) != 0;
     if (ll_seen && !r->landlock) {

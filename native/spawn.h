@@ -11,6 +11,7 @@
 
 #define MAX_LISTEN 8
 #define MAX_KEEP 16
+#define MAX_SHOW 32
 #define MAX_GROUPS 64
 #define MAX_RULES 512
 #define MAX_PORTS 64
@@ -71,6 +72,13 @@ struct spawn_req {
     const char *hide_data;
     const char *keep[MAX_KEEP]; /* paths kept reachable under a private /tmp or /dev/shm */
     int nkeep;
+    /* The service's view of the runtime dir (view=, viewpath=, show=*): an empty tmpfs (these
+     * flags and data) covers viewpath, and only the show= paths under it are placed back. */
+    const char *view_path; /* NULL = no view */
+    unsigned long view_flags;
+    const char *view_data;
+    const char *show[MAX_SHOW];
+    int nshow;
     /* Landlock, applied as given: on when llfs= was sent. */
     int landlock;
     uint64_t ll_fs;    /* landlock_ruleset_attr.handled_access_fs */

@@ -27,6 +27,10 @@
  *   outdrop <service> stdout|stderr <count>
  *                                         lines dropped because the control socket's buffer was
  *                                         full (PID 1 never waits on a service's output)
+ *   outlimit <service> <count>            lines (stdout and stderr together) dropped because the
+ *                                         service wrote more than the spawn's outrate= in one
+ *                                         one-second window; sent once the window has ended (or
+ *                                         at the streams' EOF), before the service's next line
  * manager -> init, requests, each answered by exactly one reply in request order:
  *   ping <id>
  *   mkdir <id> <path> <mode-octal>                      (EEXIST is success)
@@ -37,8 +41,21 @@
  *   mount <id> <source> <target> <fstype> <flags> <data>  mount(2); "~" = NULL; flags decimal
  *   umount <id> <path> <flags>                          umount2(2)
  *   setattr <id> <path> <set> <clr> <recursive 0|1>     mount_setattr(2)
+ *   clone <id> <path> <slot>                            keep a detached copy of the mount tree at
+ *                                                       path in slot 0..63 (open_tree, recursive)
+ *   place <id> <slot> <path>                            attach the slot's tree at path, on a new
+ *                                                       mount point of its type (dir or empty file)
  *   kill <id> <service> <signo>                         signal a live service (never a reaped pid)
- *   spawn <id> key=value...                             see spawn.c for the keys
+ *   spawn <id> key=value...                             see spawn.c for the keys; one more,
+ *                                                       outrate=<lines per second, 1..1000000>,
+ *                                                       is PID 1's (it bounds the streams it
+ *                                                       reads) and taken out before spawn.c
+ *                                                       parses the rest: at most that many lines
+ *                                                       of the service are forwarded in each
+ *                                                       one-second window, the rest counted and
+ *                                                       reported as outlimit. Absent: no bound
+ *                                                       here. Malformed or repeated: err EINVAL
+ *                                                       outrate
  * init -> manager, replies:
  *   ok <id> [<pid>]
  *   err <id> <errno> <step>                            errno as a decimal number, step a word
@@ -67,10 +84,12 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto.h"
 #include "spawn.h"
+#include "tree.h"
 #include "util.h"
 
 #define PROTO_VERSION 1
@@ -91,6 +110,25 @@ static int have_cgroup_fd;
  * lines and forwarded as `out` messages. It outlives the service while a descendant holds the
  * write end (closed at EOF). */
 #define MAX_STREAMS (2 * MAX_SERVICES)
+/* The highest outrate= (lines per second) a spawn may ask for. */
+#define MAX_OUT_RATE 1000000
+#define RATE_WINDOW_MS 1000
+
+/* A service's output rate bound (outrate=), shared by its two streams, which may outlive it: a
+ * line past `limit` in the current window is not even encoded, only counted, and the count goes
+ * to the manager once the window has ended (outlimit). So a flooding service costs the manager at
+ * most `limit` lines a second to parse, whatever it writes. */
+struct outrate {
+    int refs;                   /* streams using it; 0 = free */
+    unsigned limit;             /* lines per window */
+    long long start;            /* the window's start (ms, CLOCK_MONOTONIC) */
+    unsigned long long lines;   /* lines forwarded in this window */
+    unsigned long long dropped; /* lines dropped and not reported yet */
+    char name[MAX_NAME];
+};
+static struct outrate rates[MAX_STREAMS]; /* each holds >= 1 stream: never exhausted */
+static long long now_ms;                  /* CLOCK_MONOTONIC, read once per round of the loop */
+
 struct stream {
     int fd;     /* -1 = free */
     pid_t pid;  /* the service's, to drain the pipe before its exit report */
@@ -100,6 +138,7 @@ struct stream {
     size_t used;               /* bytes of an unfinished line in buf */
     int skipping;              /* dropping the rest of a line cut at limit */
     unsigned long long dropped; /* lines not sent: the control socket's buffer was full */
+    struct outrate *rate;       /* NULL: no outrate= */
     char buf[MAX_OUT_LINE + 1];
 };
 static struct stream streams[MAX_STREAMS];
@@ -322,6 +361,40 @@ static void do_umount(char **tok, int n) {
     reply_ok(tok[1], -1);
 }
 
+/* Detached trees a view keeps between its `clone` and its `place` (tree.h). */
+#define MAX_SLOTS 64
+static int slots[MAX_SLOTS];
+static int slots_ready;
+
+static int slot_of(const char *tok, long long *slot) {
+    if (!slots_ready) {
+        for (int i = 0; i < MAX_SLOTS; i++) slots[i] = -1;
+        slots_ready = 1;
+    }
+    return parse_int(tok, 0, MAX_SLOTS - 1, slot);
+}
+
+static void do_clone(char **tok, int n) {
+    long long slot;
+    if (n != 4 || slot_of(tok[3], &slot) < 0) return reply_err(tok[1], EINVAL, "parse");
+    if (slots[slot] >= 0) return reply_err(tok[1], EBUSY, "slot");
+    int fd = tree_clone(tok[2]);
+    if (fd < 0) return reply_err(tok[1], errno, "open_tree");
+    slots[slot] = fd;
+    reply_ok(tok[1], -1);
+}
+
+static void do_place(char **tok, int n) {
+    long long slot;
+    if (n != 4 || slot_of(tok[2], &slot) < 0) return reply_err(tok[1], EINVAL, "parse");
+    if (slots[slot] < 0) return reply_err(tok[1], EBADF, "slot");
+    int fd = slots[slot];
+    slots[slot] = -1;
+    const char *step;
+    if (tree_place(fd, tok[3], &step) < 0) return reply_err(tok[1], errno, step);
+    reply_ok(tok[1], -1);
+}
+
 static void do_setattr(char **tok, int n) {
     unsigned long long set, clr, rec;
     if (n != 6 || parse_ul(tok[3], 10, &set) < 0 || parse_ul(tok[4], 10, &clr) < 0 ||
@@ -369,11 +442,71 @@ static void report_dropped(struct stream *s) {
     if (tx_queue(msg, len) == 0) s->dropped = 0;
 }
 
+static long long monotonic_ms(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0) die("clock_gettime");
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Queue `outlimit` for the lines r dropped over its rate, if tx has room (else they stay counted). */
+static void report_rate(struct outrate *r) {
+    if (r->dropped == 0) return;
+    char n[32], msg[256];
+    size_t len = 0;
+    snprintf(n, sizeof n, "%llu", r->dropped);
+    const char *t[] = {"outlimit", r->name, n};
+    for (int i = 0; i < 3; i++)
+        if (encode_append(msg, sizeof msg - 1, &len, t[i]) < 0) return;
+    msg[len++] = '\n';
+    if (tx_queue(msg, len) == 0) r->dropped = 0;
+}
+
+/* Whether one more line of r's service may go in this window; counted as dropped if not. A new
+ * window begins with the first line after the last one ended, its predecessor's count reported
+ * first. */
+static int rate_admit(struct outrate *r) {
+    if (now_ms - r->start >= RATE_WINDOW_MS) {
+        report_rate(r);
+        r->start = now_ms;
+        r->lines = 0;
+    }
+    if (r->lines < r->limit) {
+        r->lines++;
+        return 1;
+    }
+    r->dropped++;
+    return 0;
+}
+
+/* The loop's poll timeout: until the first window with drops to report ends (-1: none). A window
+ * that has ended and whose count found no room waits for room (POLLOUT), not in a spin. */
+static int rate_timeout(void) {
+    long long t = -1;
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        struct outrate *r = &rates[i];
+        if (r->refs == 0 || r->dropped == 0) continue;
+        long long left = r->start + RATE_WINDOW_MS - now_ms;
+        if (left <= 0 && tx_used > 0) continue;
+        if (left < 0) left = 0;
+        if (t < 0 || left < t) t = left;
+    }
+    return (int)t;
+}
+
+/* Report the drops of every window that has ended, whether or not its service writes again. */
+static void rate_windows_ended(void) {
+    for (int i = 0; i < MAX_STREAMS; i++) {
+        struct outrate *r = &rates[i];
+        if (r->refs > 0 && r->dropped > 0 && now_ms - r->start >= RATE_WINDOW_MS) report_rate(r);
+    }
+}
+
 /* Queue one line as an `out` message, after the count of any dropped before it; dropped and
- * counted itself when tx has no room. */
+ * counted itself when tx has no room. A line over the service's rate is only counted. */
 static void out_line(struct stream *s, const char *line, size_t n, int cut) {
     static char msg[3 * MAX_OUT_LINE + 256]; /* every byte %XX at worst, and the header */
     size_t len = 0;
+    if (s->rate && !rate_admit(s->rate)) return;
     report_dropped(s);
     const char *t[] = {"out", s->name, stream_names[s->which], cut ? "cut" : "whole"};
     for (int i = 0; i < 4; i++)
@@ -393,6 +526,12 @@ static void stream_close(struct stream *s) {
         tx_flush(1);
         report_dropped(s);
     }
+    /* The service's last stream: its rate's count is its last word too. */
+    if (s->rate && --s->rate->refs == 0 && s->rate->dropped > 0) {
+        tx_flush(1);
+        report_rate(s->rate);
+    }
+    s->rate = NULL;
     close_or_warn(s->fd, "output pipe");
     s->fd = -1;
 }
@@ -443,7 +582,7 @@ static int free_streams(void) {
     return n;
 }
 
-static void add_stream(pid_t pid, int which, int fd, const char *name, size_t limit) {
+static void add_stream(pid_t pid, int which, int fd, const char *name, size_t limit, struct outrate *rate) {
     for (int i = 0; i < MAX_STREAMS; i++) {
         struct stream *s = &streams[i];
         if (s->fd >= 0) continue;
@@ -455,6 +594,8 @@ static void add_stream(pid_t pid, int which, int fd, const char *name, size_t li
         s->used = 0;
         s->skipping = 0;
         s->dropped = 0;
+        s->rate = rate;
+        if (rate) rate->refs++;
         return;
     }
 }
@@ -465,6 +606,19 @@ static void do_spawn(char **tok, int n) {
     const char *id = tok[1];
     static struct spawn_req r; /* large (argv, envp, rules): not on the stack */
     const char *what;
+    /* outrate= bounds the streams PID 1 reads: taken out here, the rest is spawn.c's. */
+    unsigned long long rate = 0;
+    int kept = 2;
+    for (int i = 2; i < n; i++) {
+        if (strncmp(tok[i], "outrate=", 8) != 0) {
+            tok[kept++] = tok[i];
+            continue;
+        }
+        unsigned long long u;
+        if (rate != 0 || parse_ul(tok[i] + 8, 10, &u) < 0 || u < 1 || u > MAX_OUT_RATE) return reply_err(id, EINVAL, "outrate");
+        rate = u;
+    }
+    n = kept;
     if (spawn_parse(&r, tok + 2, n - 2, &what) < 0) return reply_err(id, EINVAL, what);
     if (strlen(r.name) >= MAX_NAME) return reply_err(id, EINVAL, "parse");
     if (find_service(r.name)) return reply_err(id, EEXIST, "name");
@@ -479,7 +633,14 @@ static void do_spawn(char **tok, int n) {
     /* execve succeeded. Registered before the next reap, so its exit is reported. */
     slot->pid = (pid_t)pid;
     snprintf(slot->name, sizeof slot->name, "%s", r.name);
-    for (int k = 0; k < 2; k++) add_stream((pid_t)pid, k, r.out_rd[k], r.name, r.out_line);
+    struct outrate *or = NULL;
+    for (int i = 0; rate && i < MAX_STREAMS && !or; i++) {
+        if (rates[i].refs != 0) continue;
+        or = &rates[i];
+        *or = (struct outrate){.limit = (unsigned)rate, .start = now_ms - RATE_WINDOW_MS};
+        snprintf(or->name, sizeof or->name, "%s", r.name);
+    }
+    for (int k = 0; k < 2; k++) add_stream((pid_t)pid, k, r.out_rd[k], r.name, r.out_line, or);
     reply_ok(id, pid);
 }
 
@@ -564,6 +725,8 @@ static void dispatch(char *line) {
     else if (strcmp(verb, "mount") == 0) do_mount(tok, n);
     else if (strcmp(verb, "umount") == 0) do_umount(tok, n);
     else if (strcmp(verb, "setattr") == 0) do_setattr(tok, n);
+    else if (strcmp(verb, "clone") == 0) do_clone(tok, n);
+    else if (strcmp(verb, "place") == 0) do_place(tok, n);
     else if (strcmp(verb, "kill") == 0) do_kill(tok, n);
     else if (strcmp(verb, "spawn") == 0) do_spawn(tok, n);
     else reply_err(tok[1], ENOSYS, "verb");
@@ -606,7 +769,9 @@ int main(void) {
     static char buf[MAX_LINE + 1];
     size_t used = 0;
     int skipping = 0; /* dropping the rest of an over-long request, up to its newline */
+    now_ms = monotonic_ms();
     for (;;) {
+        rate_windows_ended();
         tx_flush(0);
         struct pollfd p[2 + MAX_STREAMS] = {
             {.fd = VMS_CONTROL_FD, .events = POLLIN | (tx_used ? POLLOUT : 0)},
@@ -619,7 +784,9 @@ int main(void) {
             at[np - 2] = i;
             p[np++] = (struct pollfd){.fd = streams[i].fd, .events = POLLIN};
         }
-        if (poll(p, np, -1) < 0) {
+        int pr = poll(p, np, rate_timeout());
+        now_ms = monotonic_ms();
+        if (pr < 0) {
             if (errno == EINTR) continue;
             die("poll");
         }

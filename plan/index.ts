@@ -12,9 +12,26 @@ import { planMounts } from './mounts.js';
 import { planService, serviceRuntimeDir } from './service.js';
 import type { HostFacts, NamespacesPlan, PlanResult, Refusal, SandboxPlan } from './types.js';
 
-/** Launch order: the other services in config order, the vmm last (it connects to their sockets). */
+/** The services whose handed-over sockets `service` is a client of. */
+function socketOwners(config: VmConfig, service: ServiceConfig): ServiceConfig[] {
+  return config.services.filter((o) => o !== service && (o.sockets ?? []).some((k) => (k.clients ?? []).includes(service.name)));
+}
+
+/**
+ * Launch order: the other services in config order, the vmm last (it connects to their sockets),
+ * and every service after the owners of the sockets it is a client of (a socket is bound when its
+ * owner is launched, and placed in a client's view when the client is). A cycle is refused by
+ * planSandbox; here its services keep the preferred order.
+ */
 export function launchOrder(config: VmConfig): ServiceConfig[] {
-  return [...config.services.filter((s) => !s.vmm), ...config.services.filter((s) => s.vmm)];
+  const preferred = [...config.services.filter((s) => !s.vmm), ...config.services.filter((s) => s.vmm)];
+  const order: ServiceConfig[] = [];
+  while (order.length < preferred.length) {
+    const next = preferred.find((s) => !order.includes(s) && socketOwners(config, s).every((o) => order.includes(o)));
+    if (!next) return [...order, ...preferred.filter((s) => !order.includes(s))];
+    order.push(next);
+  }
+  return order;
 }
 
 /**
@@ -41,7 +58,12 @@ export function planSandbox(config: VmConfig, facts: HostFacts): PlanResult {
   if (vmm.length !== 1) refuse('services', `exactly one service must be the vmm (vmm: true), found ${vmm.length}`);
   const mounts = planMounts(config, refuse);
   const cgroup = planCgroups(config, facts, refuse);
-  const services = launchOrder(config).map((s) => planService(config, s, config.services.indexOf(s), abi, refuse));
+  const order = launchOrder(config);
+  order.forEach((s, k) => {
+    const late = socketOwners(config, s).filter((o) => order.indexOf(o) > k);
+    if (late.length) refuse(`services[${config.services.indexOf(s)}]`, `${s.name} is a client of a socket of ${late.map((o) => o.name).join(', ')}, which waits (through the clients of its own sockets) for ${s.name}: a socket is bound when its owner starts, so who connects to whom cannot form a cycle`);
+  });
+  const services = order.map((s) => planService(config, s, config.services.indexOf(s), abi, refuse));
   if (refusals.length) return { ok: false, refusals };
   const plan: SandboxPlan = {
     vm: config.name,

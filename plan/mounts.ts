@@ -30,7 +30,14 @@ export type MountOp =
   | { verb: 'mknod'; source: string; path: string; mode: number; uid: number; gid: number }
   | { verb: 'mount'; source: string; target: string; fstype: string; flags: number; data: string }
   | { verb: 'umount'; path: string; flags: number }
-  | { verb: 'setattr'; path: string; set: number; clr: number; recursive: boolean };
+  | { verb: 'setattr'; path: string; set: number; clr: number; recursive: boolean }
+  /** Keep a detached copy of the mount tree at path in a slot of the init's (0..VIEW_SLOTS-1). */
+  | { verb: 'clone'; path: string; slot: number }
+  /** Attach a slot's tree at path, on a mount point of its own type made there. */
+  | { verb: 'place'; slot: number; path: string };
+
+/** How many trees the init keeps at once between `clone` and `place` (native/vmsandbox-init.c). */
+export const VIEW_SLOTS = 64;
 
 export function opArgs(op: MountOp): string[] {
   switch (op.verb) {
@@ -47,12 +54,19 @@ export function opArgs(op: MountOp): string[] {
       return [op.path, String(op.flags)];
     case 'setattr':
       return [op.path, String(op.set), String(op.clr), op.recursive ? '1' : '0'];
+    case 'clone':
+      return [op.path, String(op.slot)];
+    case 'place':
+      return [String(op.slot), op.path];
   }
 }
 
 export function describeOp(op: MountOp): string {
   return `${op.verb} ${opArgs(op).join(' ')}`;
 }
+
+/** The staging tmpfs's data (at /tmp, where the VM's /dev is assembled). */
+export const STAGE_DATA = 'mode=0755,size=64k';
 
 /** Device nodes every sandbox's /dev has. */
 export const BASE_DEVICES = ['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom', '/dev/tty'];
@@ -98,14 +112,11 @@ export function deviceOwners(config: VmConfig, refuse: Refuse = () => undefined)
  *  2. a fresh /proc for the new PID namespace; a fresh read-only sysfs (no host submounts such as
  *     the cgroup v1 hierarchies: the old /sys tree is detached);
  *  3. a minimal /dev assembled on a staging tmpfs, moved over the detached host /dev, then read-only;
- *  4. the runtime directory bound read-write at its host path (sockets reachable from the manager).
+ *  4. the VM's views (planViews): its runtime dir, read-write at its host path (sockets reachable
+ *     from the manager), and its storage, each with no sibling beside it (no other VM's).
  * Storage is not mounted here: each service's own namespace gets it (or not) at spawn.
  */
 export function planMounts(config: VmConfig, refuse: Refuse = () => undefined): MountOp[] {
-  const runtime = config.runtimeDir;
-  if (!plainAbsolute(runtime)) refuse('runtimeDir', `must be a normalized absolute path, got ${JSON.stringify(runtime)}`);
-  const parent = posix.dirname(runtime);
-  if (parent === '/') refuse('runtimeDir', `${runtime} is directly under /: the VM's view covers the runtime dir's parent (so no VM sees another's), and covering / hides the whole host; use a directory such as /run/vmsandbox/${config.name}`);
   const stage = '/tmp';
   const sdev = `${stage}/dev`;
   const ops: MountOp[] = [
@@ -114,7 +125,7 @@ export function planMounts(config: VmConfig, refuse: Refuse = () => undefined): 
     { verb: 'mount', source: 'proc', target: '/proc', fstype: 'proc', flags: MS.NOSUID | MS.NODEV | MS.NOEXEC, data: '' },
     { verb: 'umount', path: '/sys', flags: MNT_DETACH },
     { verb: 'mount', source: 'sysfs', target: '/sys', fstype: 'sysfs', flags: MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: '' },
-    { verb: 'mount', source: 'tmpfs', target: stage, fstype: 'tmpfs', flags: MS.NOSUID | MS.NODEV, data: 'mode=0755,size=64k' },
+    { verb: 'mount', source: 'tmpfs', target: stage, fstype: 'tmpfs', flags: MS.NOSUID | MS.NODEV, data: STAGE_DATA },
     { verb: 'mkdir', path: sdev, mode: 0o755 },
     { verb: 'mount', source: 'tmpfs', target: sdev, fstype: 'tmpfs', flags: MS.NOSUID | MS.NOEXEC, data: 'mode=0755,size=64k' },
   ];
@@ -147,21 +158,51 @@ export function planMounts(config: VmConfig, refuse: Refuse = () => undefined): 
     { verb: 'umount', path: '/dev', flags: MNT_DETACH },
     { verb: 'mount', source: sdev, target: '/dev', fstype: '', flags: MS.MOVE, data: '' },
     { verb: 'mount', source: '', target: '/dev', fstype: '', flags: MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NOEXEC, data: 'mode=0755' },
-    // The VM sees its own runtime dir and no other VM's: a copy of it is taken aside, an empty
-    // tmpfs covers its parent (where every VM's runtime dir lives, /run/vmsandbox), and the copy is
-    // moved back in. Without this a service whose capabilities bypass file modes (virtiofsd's
-    // DAC_OVERRIDE) connects to another VM's QMP socket: Landlock does not govern connect(2).
-    { verb: 'mkdir', path: `${stage}/rt`, mode: 0o755 },
-    { verb: 'mount', source: runtime, target: `${stage}/rt`, fstype: '', flags: MS.BIND, data: '' },
-    { verb: 'mount', source: 'tmpfs', target: parent, fstype: 'tmpfs', flags: MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=0755,size=16k' },
-    { verb: 'mkdir', path: runtime, mode: 0o711 },
-    { verb: 'mount', source: `${stage}/rt`, target: runtime, fstype: '', flags: MS.MOVE, data: '' },
-    { verb: 'setattr', path: runtime, set: MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV, clr: MOUNT_ATTR.RDONLY, recursive: false },
-    { verb: 'mount', source: '', target: parent, fstype: '', flags: MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=0755' },
     { verb: 'umount', path: stage, flags: MNT_DETACH },
+    ...planViews(config, refuse),
   );
   return ops;
 }
 
+
+function under(path: string, dir: string): boolean {
+  return dir === '/' ? path !== '/' : path.startsWith(`${dir}/`);
+}
+
+/** Every path a service of the VM names for itself: its Landlock rules and its program. */
+function servicePaths(config: VmConfig): string[] {
+  return config.services.flatMap((s) => [...s.landlock.read, ...s.landlock.write, ...(s.argv[0] ? [s.argv[0]] : [])]);
+}
+
+/**
+ * The VM sees its own runtime dir and storage and no other VM's. The parents they share with other
+ * VMs' (/run/vmsandbox, /var/lib/vmsandbox) are covered by empty tmpfs, and what the VM may see
+ * there is kept: copies of its runtime dir, its storage and every path under a cover that one of
+ * its services names (a Landlock rule, a program) are cloned first and placed back on the covers,
+ * which then go read-only. Without this a service whose capabilities bypass file modes
+ * (virtiofsd's DAC_OVERRIDE) connects to another VM's QMP socket (Landlock does not govern
+ * connect(2)), and one with a broad Landlock rule (a parent of the storage) reads other VMs' disks.
+ */
+export function planViews(config: VmConfig, refuse: Refuse = () => undefined): MountOp[] {
+  const { runtimeDir: runtime, storage } = config;
+  if (!plainAbsolute(runtime)) refuse('runtimeDir', `must be a normalized absolute path, got ${JSON.stringify(runtime)}`);
+  if (!plainAbsolute(storage)) refuse('storage', `must be a normalized absolute path, got ${JSON.stringify(storage)}`);
+  if (posix.dirname(runtime) === '/') refuse('runtimeDir', `${runtime} is directly under /: the VM's view covers the runtime dir's parent (so no VM sees another's), and covering / hides the whole host; use a directory such as /run/vmsandbox/${config.name}`);
+  if (posix.dirname(storage) === '/') refuse('storage', `${storage} is directly under /: the VM's view covers the storage's parent (so no VM sees another's), and covering / hides the whole host; use a directory such as /var/lib/vmsandbox/${config.name}`);
+  const parents = [...new Set([posix.dirname(runtime), posix.dirname(storage)])].filter((p) => p !== '/');
+  // A cover inside another is covered already.
+  const covers = parents.filter((p) => !parents.some((q) => q !== p && under(p, q))).sort();
+  const wanted = [runtime, storage, ...servicePaths(config).filter(plainAbsolute)].filter((p) => covers.some((c) => under(p, c)));
+  // A kept path inside another comes with it.
+  const keeps = [...new Set(wanted)].filter((p, _, all) => !all.some((q) => q !== p && under(p, q))).sort();
+  if (keeps.length > VIEW_SLOTS) refuse('services', `${keeps.length} paths under ${covers.join(', ')} are named by the services; a view keeps at most ${VIEW_SLOTS}: name a common parent instead`);
+  const ops: MountOp[] = keeps.map((path, slot) => ({ verb: 'clone', path, slot }));
+  for (const c of covers) ops.push({ verb: 'mount', source: 'tmpfs', target: c, fstype: 'tmpfs', flags: MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=0755,size=16k' });
+  keeps.forEach((path, slot) => ops.push({ verb: 'place', slot, path }));
+  // The runtime dir's copy has the read-only root's flags (step 1): the VM writes its sockets there.
+  if (keeps.includes(runtime)) ops.push({ verb: 'setattr', path: runtime, set: MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV, clr: MOUNT_ATTR.RDONLY, recursive: false });
+  for (const c of covers) ops.push({ verb: 'mount', source: '', target: c, fstype: '', flags: MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=0755' });
+  return ops;
+}
 
 export type { Refusal };

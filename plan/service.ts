@@ -19,7 +19,7 @@ import { serviceCgroupPath, serviceLeaf } from './cgroup.js';
 import { planServiceLandlock } from './landlock.js';
 import { planSeccomp } from './seccomp.js';
 import { BASE_DEVICES, MOUNT_ATTR, MS } from './mounts.js';
-import type { Refusal, ServicePlan, SocketPlan, StoragePlan, TmpfsPlan } from './types.js';
+import type { Refusal, ServicePlan, SocketPlan, StoragePlan, TmpfsPlan, ViewPlan } from './types.js';
 
 export type Refuse = (field: string, message: string) => void;
 
@@ -131,6 +131,30 @@ function storagePlan(access: ServiceConfig['storage'], path: string): StoragePla
   return { access, path, bind: null, hide: { flags: MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=000,size=4k' } };
 }
 
+function inside(path: string, dir: string): boolean {
+  return path.startsWith(`${dir}/`);
+}
+
+/**
+ * A service sees, of the runtime dir, its own directory and the handed-over sockets it owns or is
+ * a client of (`sockets[j].clients`); nothing else, whatever its capabilities: the vmm's QMP socket
+ * is not in virtiofsd's view, and no socket is reachable by a service that was not given it.
+ */
+export function planView(config: VmConfig, service: ServiceConfig): ViewPlan {
+  const own = serviceRuntimeDir(config, service);
+  const shared = config.services.flatMap((s) =>
+    (s.sockets ?? []).filter((k) => s === service || (k.clients ?? []).includes(service.name)).map((k) => k.path),
+  );
+  const wanted = [...new Set([own, ...shared])];
+  return {
+    path: config.runtimeDir,
+    flags: MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC,
+    data: 'mode=0711,size=16k',
+    // A path inside another shown one comes with it (its own socket in its own directory).
+    show: wanted.filter((p) => !wanted.some((q) => inside(p, q))).sort(),
+  };
+}
+
 /** A service's plan for the kernel's Landlock ABI `abi` (the VM-wide decision, plan/landlock.ts). */
 export function planService(config: VmConfig, service: ServiceConfig, index: number, abi: number, refuse: Refuse): ServicePlan {
   const field = `services[${index}]`;
@@ -160,6 +184,7 @@ export function planService(config: VmConfig, service: ServiceConfig, index: num
     storage: storagePlan(service.storage, config.storage),
     tmpfs: tmp,
     keep: [config.runtimeDir],
+    view: planView(config, service),
     // TCP rules only where the service shares the host's network (plan/landlock.ts).
     landlock: planServiceLandlock(
       abi,

@@ -54,6 +54,17 @@ export interface StoragePlan {
   hide: { flags: number; data: string } | null;
 }
 
+/**
+ * What a service sees of the VM's runtime dir (plan/service.ts): `path` covered by a tmpfs mounted
+ * with `flags` and `data` once `show` (its own directory, the sockets shared with it) is placed back.
+ */
+export interface ViewPlan {
+  path: string;
+  flags: number;
+  data: string;
+  show: string[];
+}
+
 export interface ServicePlan {
   name: string;
   vmm: boolean;
@@ -73,6 +84,8 @@ export interface ServicePlan {
   tmpfs: TmpfsPlan[];
   /** Paths its own namespace keeps from the VM's (the runtime dir, for the sockets). */
   keep: string[];
+  /** Its view of the runtime dir: an empty tmpfs over it, with only these paths placed back. */
+  view: ViewPlan;
   /** Its Landlock ruleset; null when the kernel has no Landlock and the config allows that. */
   landlock: LandlockPlan | null;
   /** Its seccomp filter (plan/seccomp.ts), loaded last before exec; null when every default rule is allowed away. */

@@ -395,12 +395,13 @@ export function createSimBackend(
   }
 
   /**
-   * A mount operation of the plan in the model: mounts (including a move's target) appear in the
+   * A mount operation of the plan in the model: mounts (including a move's target and a placed tree) appear in the
    * VM's namespace, a detach takes the mounts at and below its path; the rest (mkdir, mknod,
    * setattr, …) changes nothing the invariants look at.
    */
   function applyMountOp(ns: number, op: MountOp): void {
     if (op.verb === 'mount' && !(op.flags & MS.REMOUNT)) kernel.mount(ns, op.target, config.name, manager);
+    else if (op.verb === 'place') kernel.mount(ns, op.path, config.name, manager);
     else if (op.verb === 'umount') kernel.unmount(ns, op.path, manager);
   }
 

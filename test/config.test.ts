@@ -408,9 +408,9 @@ describe('services', () => {
   test('sockets: handed-over listening sockets, in the runtime dir, unique fds and paths', () => {
     const sockets = (v: unknown) => parseConfig(edited((c) => (svc(c, 0).sockets = v))).services[0]?.sockets;
     expect(sockets([{ path: '/run/vmsandbox/demo/virtiofsd.sock', fd: 3 }]))
-      .toEqual([{ path: '/run/vmsandbox/demo/virtiofsd.sock', fd: 3, mode: '0600', gid: 62001 }]);
+      .toEqual([{ path: '/run/vmsandbox/demo/virtiofsd.sock', fd: 3, mode: '0600', gid: 62001, clients: [] }]);
     expect(sockets([{ path: '/run/vmsandbox/demo/virtiofsd/fs.sock', fd: 4, mode: '660', gid: 62002 }]))
-      .toEqual([{ path: '/run/vmsandbox/demo/virtiofsd/fs.sock', fd: 4, mode: '0660', gid: 62002 }]);
+      .toEqual([{ path: '/run/vmsandbox/demo/virtiofsd/fs.sock', fd: 4, mode: '0660', gid: 62002, clients: [] }]);
     const one = (sock: unknown, path: string, fragment: string) =>
       expectOneProblem(edited((c) => (svc(c, 0).sockets = [sock])), path, fragment);
     one({ path: '/run/vmsandbox/demo/s', fd: 2 }, 'services[0].sockets[0].fd', 'from 3 to 255');
@@ -429,6 +429,14 @@ describe('services', () => {
       svc(c, 0).sockets = [{ path: '/run/vmsandbox/demo/a', fd: 3 }];
       svc(c, 1).sockets = [{ path: '/run/vmsandbox/demo/a', fd: 3 }];
     }), 'services[1].sockets[0].path', 'already used');
+    // clients: other services of the VM, each once.
+    const clients = (v: unknown) => parseConfig(edited((c) => (svc(c, 0).sockets = [{ path: '/run/vmsandbox/demo/fs.sock', fd: 3, clients: v }]))).services[0]?.sockets?.[0]?.clients;
+    const svcName = (i: number) => (parseConfig(edited(() => undefined)).services[i]!.name);
+    expect(clients([svcName(1)])).toEqual([svcName(1)]);
+    one({ path: '/run/vmsandbox/demo/s', fd: 3, clients: ['nosuch'] }, 'services[0].sockets[0].clients[0]', 'no service of this VM is named "nosuch"');
+    one({ path: '/run/vmsandbox/demo/s', fd: 3, clients: [svcName(0)] }, 'services[0].sockets[0].clients[0]', 'owns the socket');
+    one({ path: '/run/vmsandbox/demo/s', fd: 3, clients: [svcName(1), svcName(1)] }, 'services[0].sockets[0].clients[1]', 'listed twice');
+    one({ path: '/run/vmsandbox/demo/s', fd: 3, clients: 'vmm' }, 'services[0].sockets[0].clients', 'array of service names');
   });
 
   test('securebits: a short list of names, normalized', () => {

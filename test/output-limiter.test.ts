@@ -23,6 +23,17 @@ describe('outputLimiter', () => {
     expect(out.filter((o) => o.type === 'dropped')).toHaveLength(1);
   });
 
+  it('passes the init\'s rate count (outlimit) on at once, as a rate drop', () => {
+    const out: ServiceOutput[] = [];
+    const lim = outputLimiter(1, (o) => out.push(o), () => 0);
+    lim.rateDropped('a', 4821);
+    lim.line('a', 'stdout', 'x', false);
+    expect(out).toEqual([
+      { type: 'dropped', service: 'a', count: 4821, reason: 'rate' },
+      { type: 'line', service: 'a', stream: 'stdout', line: 'x', cut: false },
+    ]);
+  });
+
   it('reports the init\'s own drops at once, and what is counted at close', () => {
     const out: ServiceOutput[] = [];
     const lim = outputLimiter(1, (o) => out.push(o), () => 0);

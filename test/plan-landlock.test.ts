@@ -133,6 +133,7 @@ describe('spawn request: the Landlock fields', () => {
     storage: { access: 'none', path: '/var/lib/vm1', bind: null, hide: { flags: 0xf, data: 'mode=000,size=4k' } },
     tmpfs: [],
     keep: ['/run/vmsandbox/vm1'],
+    view: { path: '/run/vmsandbox/vm1', flags: 0xf, data: 'mode=0711,size=16k', show: ['/run/vmsandbox/vm1/vmm'] },
     landlock,
     seccomp: null,
     argv: ['/bin/sleep', '1000'],

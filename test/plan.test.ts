@@ -2,10 +2,10 @@
 
 import { describe, expect, it } from 'vitest';
 import { spawnFields } from '../effects/linux/spawnRequest.js';
-import { planSandbox, type HostFacts } from '../plan/index.js';
-import { MOUNT_ATTR, MS, planMounts } from '../plan/mounts.js';
+import { launchOrder, planSandbox, type HostFacts } from '../plan/index.js';
+import { MOUNT_ATTR, MS, planMounts, planViews } from '../plan/mounts.js';
 import { setupOperations } from '../plan/record.js';
-import { landlockRules } from '../plan/service.js';
+import { landlockRules, planView } from '../plan/service.js';
 import { service, SLEEPER, vmConfig } from './linux/helpers/vm.js';
 
 const vm = { name: 'vm1', storage: '/srv/vm1', runtimeDir: '/run/vmsandbox/vm1', scratch: '/tmp/x' };
@@ -21,13 +21,21 @@ describe('the plan', () => {
     const config = vmConfig(vm, [service({ name: 'gpu', argv: ['/bin/true'], devices: ['/dev/dri/renderD128'] }), SLEEPER]);
     const ops = planMounts(config);
     expect(ops[0]).toEqual({ verb: 'setattr', path: '/', set: MOUNT_ATTR.RDONLY | MOUNT_ATTR.NOSUID, clr: 0, recursive: true });
-    // The runtime dir: its parent covered by an empty tmpfs (no VM sees another's), the VM's own moved back in.
+    // The views come last, after the staging tmpfs is gone: the runtime dir and the storage are
+    // cloned, their parents (where other VMs' live) covered by empty tmpfs, the clones placed back.
+    const stageGone = ops.findIndex((o) => o.verb === 'umount' && o.path === '/tmp');
+    const clone = ops.findIndex((o) => o.verb === 'clone' && o.path === '/run/vmsandbox/vm1');
     const cover = ops.findIndex((o) => o.verb === 'mount' && o.fstype === 'tmpfs' && o.target === '/run/vmsandbox');
-    const back = ops.findIndex((o) => o.verb === 'mount' && o.flags === MS.MOVE && o.target === '/run/vmsandbox/vm1');
-    expect(cover).toBeGreaterThan(0);
+    const back = ops.findIndex((o) => o.verb === 'place' && o.path === '/run/vmsandbox/vm1');
+    expect(stageGone).toBeGreaterThan(0);
+    expect(clone).toBeGreaterThan(stageGone);
+    expect(cover).toBeGreaterThan(clone);
     expect(back).toBeGreaterThan(cover);
+    expect(ops).toContainEqual(expect.objectContaining({ verb: 'mount', fstype: 'tmpfs', target: '/srv' }));
+    expect(ops).toContainEqual(expect.objectContaining({ verb: 'place', path: '/srv/vm1' }));
     expect(ops).toContainEqual({ verb: 'setattr', path: '/run/vmsandbox/vm1', set: MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV, clr: MOUNT_ATTR.RDONLY, recursive: false });
-    expect(ops.at(-1)).toEqual({ verb: 'umount', path: '/tmp', flags: 2 });
+    // The covers end read-only: nothing can be added beside what the VM keeps.
+    expect(ops.at(-1)).toEqual({ verb: 'mount', source: '', target: '/srv', fstype: '', flags: MS.REMOUNT | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=0755' });
     expect(refusals({ ...config, runtimeDir: '/vm1' })).toContainEqual({ field: 'runtimeDir', message: expect.stringMatching(/directly under \//) });
     expect(ops).toContainEqual(expect.objectContaining({ verb: 'mount', fstype: 'proc', target: '/proc' }));
     expect(ops).toContainEqual(expect.objectContaining({ verb: 'mkdir', path: '/tmp/dev/dri' }));
@@ -37,6 +45,57 @@ describe('the plan', () => {
     const binds = ops.filter((o) => o.verb === 'mount' && o.source.startsWith('/dev/')).map((o) => (o as { source: string }).source);
     expect(binds.sort()).toEqual(['/dev/full', '/dev/null', '/dev/random', '/dev/tty', '/dev/urandom', '/dev/zero']);
     expect(refusals({ ...config, runtimeDir: 'relative' })).toContainEqual({ field: 'runtimeDir', message: expect.stringMatching(/absolute/) });
+  });
+
+  it("keeps in the VM's view its runtime dir, its storage and what its services name under their parents; nothing else there", () => {
+    const config = vmConfig({ ...vm, storage: '/var/lib/vms/vm1' }, [
+      service({ name: 'fs', argv: ['/var/lib/vms/bin/fsd'], landlock: { read: ['/usr', '/var/lib/vms/images', '/var/lib/vms/images/kernel'], write: [] } }),
+      SLEEPER,
+    ]);
+    const views = planViews(config);
+    const kept = views.filter((o) => o.verb === 'clone').map((o) => (o as { path: string }).path);
+    // /usr is not under a cover; images/kernel comes with images.
+    expect(kept).toEqual(['/run/vmsandbox/vm1', '/var/lib/vms/bin/fsd', '/var/lib/vms/images', '/var/lib/vms/vm1']);
+    expect(views.filter((o) => o.verb === 'mount' && o.fstype === 'tmpfs').map((o) => (o as { target: string }).target)).toEqual(['/run/vmsandbox', '/var/lib/vms']);
+    // Each clone's slot is placed back at its own path.
+    for (const c of views.filter((o) => o.verb === 'clone')) expect(views).toContainEqual({ verb: 'place', slot: (c as { slot: number }).slot, path: (c as { path: string }).path });
+    // One cover when one parent holds the other.
+    const nested = planViews(vmConfig({ ...vm, storage: '/run/vms/vm1', runtimeDir: '/run/vms/rt/vm1' }, [SLEEPER]));
+    expect(nested.filter((o) => o.verb === 'mount' && o.fstype === 'tmpfs').map((o) => (o as { target: string }).target)).toEqual(['/run/vms']);
+    expect(refusals({ ...config, storage: '/vm1' })).toContainEqual({ field: 'storage', message: expect.stringMatching(/directly under \//) });
+  });
+
+  it('gives each service a view of the runtime dir: its own directory and the sockets it owns or is a client of', () => {
+    const fsd = service({
+      name: 'fsd',
+      argv: ['/bin/true'],
+      sockets: [
+        { path: '/run/vmsandbox/vm1/fs.sock', fd: 3, mode: '0660', gid: 62002, clients: ['vmm'] },
+        { path: '/run/vmsandbox/vm1/fsd/private.sock', fd: 4, mode: '0600', gid: 62001 },
+      ],
+    });
+    const other = service({ name: 'other', argv: ['/bin/true'] });
+    const config = vmConfig(vm, [fsd, other, { ...SLEEPER, uid: 62002, gid: 62002 }]);
+    expect(planView(config, fsd).show).toEqual(['/run/vmsandbox/vm1/fs.sock', '/run/vmsandbox/vm1/fsd']);
+    expect(planView(config, config.services[2]!).show).toEqual(['/run/vmsandbox/vm1/fs.sock', '/run/vmsandbox/vm1/vmm']);
+    expect(planView(config, other).show).toEqual(['/run/vmsandbox/vm1/other']);
+    expect(planView(config, other)).toMatchObject({ path: '/run/vmsandbox/vm1', flags: MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC });
+    const r = planSandbox(config, host);
+    if (!r.ok) throw new Error(JSON.stringify(r.refusals));
+    expect(spawnFields(r.plan.services.find((s) => s.name === 'vmm')!)).toEqual(
+      expect.arrayContaining(['viewpath=/run/vmsandbox/vm1', 'show=/run/vmsandbox/vm1/fs.sock', 'show=/run/vmsandbox/vm1/vmm']),
+    );
+  });
+
+  it('launches the owner of a socket before its clients, and refuses clients in a cycle', () => {
+    const sock = (path: string, clients: string[]) => ({ path, fd: 3, mode: '0660', gid: 62001, clients });
+    const a = service({ name: 'a', argv: ['/bin/true'], sockets: [sock('/run/vmsandbox/vm1/a.sock', ['vmm'])] });
+    const b = service({ name: 'b', argv: ['/bin/true'], sockets: [sock('/run/vmsandbox/vm1/b.sock', ['a'])] });
+    expect(launchOrder(vmConfig(vm, [a, b, SLEEPER])).map((s) => s.name)).toEqual(['b', 'a', 'vmm']);
+    const vmmOwns = { ...SLEEPER, sockets: [sock('/run/vmsandbox/vm1/vmm.sock', ['a'])] };
+    expect(launchOrder(vmConfig(vm, [{ ...a, sockets: [] }, vmmOwns])).map((s) => s.name)).toEqual(['vmm', 'a']);
+    const cyclic = vmConfig(vm, [{ ...b, sockets: [sock('/run/vmsandbox/vm1/b.sock', ['a'])] }, { ...a, sockets: [sock('/run/vmsandbox/vm1/a.sock', ['b'])] }, SLEEPER]);
+    expect(refusals(cyclic)).toContainEqual({ field: expect.stringMatching(/^services\[\d\]$/), message: expect.stringMatching(/cannot form a cycle/) });
   });
 
   it('clones the init into its own IPC namespace always, and its own network namespace with lo up unless network is "host"', () => {

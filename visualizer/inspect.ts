@@ -17,7 +17,7 @@ import { machineGraph, type MachineGraph } from './graph.js';
 import { toSvg } from './graphSvg.js';
 import { parseRecording, type Note, type Recording } from './replay.js';
 import { sandboxMachine } from '../machines/sandbox.js';
-import type { ConfigSummary, ServiceStatus, StatusMessage, StatusRecord } from './protocol.js';
+import { keepOutput, type ConfigSummary, type OutputEntry, type ServiceStatus, type StatusMessage, type StatusRecord } from './protocol.js';
 import { DEFAULT_RUNTIME_ROOTS, findStatusSockets, followStatus, type StatusClient } from './statusSocket.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:7390';
@@ -39,6 +39,8 @@ export interface SandboxView {
   notes: Note[];
   /** The latest services (a record's, or a fresher cgroup sample). */
   services: ServiceStatus[];
+  /** Each service's recent output (live only; the last OUTPUT_KEPT entries per service). */
+  output: Record<string, OutputEntry[]>;
   end: Recording['end'];
 }
 
@@ -163,7 +165,9 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
     const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
     for (const s of streams) s.write(frame);
   }
-  const changed = (v: SandboxView) => push('sandbox', v);
+  // A view without its output: that goes line by line as `output` events (a `sandbox` event per
+  // line would resend the whole view); a page that (re)connects gets the whole view first.
+  const changed = (v: SandboxView) => push('sandbox', { ...v, output: undefined });
 
   let mode: 'live' | 'replay' = 'live';
   const followers = new Map<string, { client: StatusClient; ino: number }>();
@@ -192,6 +196,7 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
         history: r.records,
         notes: r.notes,
         services: last?.services ?? [],
+        output: {},
         end: r.end,
       });
     });
@@ -220,6 +225,8 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
                 history: [...m.history],
                 notes,
                 services: m.history[m.history.length - 1]?.services ?? [],
+                // A manager older than the output entries sends none.
+                output: m.output ?? {},
                 end: null,
               };
               views.set(view.id, view);
@@ -247,6 +254,13 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
           v.notes.push(noteForEvent(m, v.history.length - 1));
         } else if (m.type === 'services') {
           v.services = m.services;
+        } else if (m.type === 'output') {
+          const { type: _t, service, ...entry } = m;
+          // Own properties only: a service may be called "constructor".
+          const list = Object.hasOwn(v.output, service) ? v.output[service]! : (v.output[service] = []);
+          keepOutput(list, entry as OutputEntry);
+          push('output', { id: v.id, service, entry });
+          return;
         } else if (m.type === 'bye') {
           v.notes.push({ at: v.history[v.history.length - 1]?.at ?? 0, after: v.history.length - 1, kind: 'log', text: 'the manager closed its status socket' });
         }

@@ -7,6 +7,7 @@
 //   {"type":"record", ...StatusRecord}        one per state change (TransitionRecord + time)
 //   {"type":"event", time, event}             a kernel event the manager received (STOP_REQUESTED…)
 //   {"type":"services", time, services}       a fresh sample of the services' cgroup counters
+//   {"type":"output", service, ...OutputEntry} a line a service wrote, or a count of dropped ones
 //   {"type":"bye", time}                      the manager is closing the socket
 
 import { serviceCgroupPath } from '../plan/cgroup.js';
@@ -16,7 +17,16 @@ import { eventLabel } from './graph.js';
 import type { TransitionRecord } from '../machines/observe.js';
 
 export const STATUS_PROTOCOL = 1;
+/**
+ * The event a manager publishes once its VM is ready (s6 told): `{type: "READY", condition, ms}`,
+ * ms since the manager started. Not a kernel event, but a moment of the run the same way.
+ */
+export const READY_EVENT = 'READY';
 export const STATUS_SOCKET = 'status.sock';
+/** The recent output kept per service (hello's `output`, the page): the last this many entries. */
+export const OUTPUT_KEPT = 200;
+/** No entry's text is longer (the init already cuts lines at the plan's lineBytes, 4096). */
+export const OUTPUT_TEXT_MAX = 16384;
 
 export interface ServiceStatus {
   name: string;
@@ -61,6 +71,15 @@ export interface ConfigSummary {
   services: { name: string; uid: number; gid: number; vmm: boolean; onExit: string; limits: Record<string, string | number> }[];
 }
 
+/**
+ * One entry of a service's output as the status socket carries it (from the backend's output$,
+ * effects/linux/output.ts): a line it wrote, or how many lines were dropped.
+ */
+export type OutputEntry =
+  | { time: string; at: number; stream: 'stdout' | 'stderr'; line: string; cut?: true }
+  /** rate: over the lines per second; socket: the init's buffer to the manager was full. */
+  | { time: string; at: number; stream?: 'stdout' | 'stderr'; dropped: number; reason: 'rate' | 'socket' };
+
 export interface HelloMessage {
   type: 'hello';
   protocol: number;
@@ -72,6 +91,8 @@ export interface HelloMessage {
   history: StatusRecord[];
   /** Kernel events received so far, in order. */
   events: EventMessage[];
+  /** Each service's recent output, oldest first: at most OUTPUT_KEPT entries per service. */
+  output: Record<string, OutputEntry[]>;
 }
 export interface RecordMessage extends StatusRecord {
   type: 'record';
@@ -87,11 +108,18 @@ export interface ServicesMessage {
   time: string;
   services: ServiceStatus[];
 }
+export type OutputMessage = { type: 'output'; service: string } & OutputEntry;
 export interface ByeMessage {
   type: 'bye';
   time: string;
 }
-export type StatusMessage = HelloMessage | RecordMessage | EventMessage | ServicesMessage | ByeMessage;
+export type StatusMessage = HelloMessage | RecordMessage | EventMessage | ServicesMessage | OutputMessage | ByeMessage;
+
+/** Keep `entry` as the newest of `list`, dropping the oldest beyond OUTPUT_KEPT (in place). */
+export function keepOutput(list: OutputEntry[], entry: OutputEntry): void {
+  list.push(entry);
+  if (list.length > OUTPUT_KEPT) list.splice(0, list.length - OUTPUT_KEPT);
+}
 
 export function configSummary(config: VmConfig): ConfigSummary {
   return {

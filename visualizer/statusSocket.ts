@@ -10,6 +10,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { VmConfig } from '../config/types.js';
 import type { KernelEvent } from '../effects/port.js';
+import type { ServiceOutput } from '../effects/linux/output.js';
 import { findCgroup2Mount } from '../effects/linux/cgroup.js';
 import { machineGraph, type MachineGraph } from './graph.js';
 import type { TransitionRecord } from '../machines/observe.js';
@@ -17,13 +18,17 @@ import { sandboxMachine } from '../machines/sandbox.js';
 import {
   configSummary,
   encodeMessage,
+  keepOutput,
   lineDecoder,
+  OUTPUT_TEXT_MAX,
   serviceStatuses,
   STATUS_PROTOCOL,
   STATUS_SOCKET,
   statusRecord,
+  READY_EVENT,
   type EventMessage,
   type HelloMessage,
+  type OutputEntry,
   type ServiceStatus,
   type StatusMessage,
   type StatusRecord,
@@ -53,6 +58,10 @@ export interface StatusPublisher {
   record(r: TransitionRecord, at?: number): void;
   /** Publish a kernel event the manager received. */
   event(ev: KernelEvent, at?: number): void;
+  /** Publish a line a service wrote (or a count of dropped ones): kept, the last OUTPUT_KEPT per service, for hello. */
+  output(o: ServiceOutput, at?: number): void;
+  /** Publish that the VM is ready (the vmm's ready condition held; s6 was told): an event READY. */
+  ready(condition: string, ms: number, at?: number): void;
   /** Say bye, disconnect every client, remove the socket. */
   close(): Promise<void>;
   readonly clients: number;
@@ -61,6 +70,8 @@ export interface StatusPublisher {
 /** Bound on what one slow client may have queued before it is dropped. */
 const MAX_QUEUED = 4 << 20;
 const MAX_HISTORY = 10_000;
+/** Services whose output is kept (the init runs at most 64). */
+const MAX_OUTPUT_SERVICES = 256;
 
 function readCounter(path: string): number | undefined {
   try {
@@ -88,6 +99,7 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
   const started = now();
   const history: StatusRecord[] = [];
   const events: EventMessage[] = [];
+  const output = new Map<string, OutputEntry[]>();
   const clients = new Set<Socket>();
   let pids: Record<string, number> = {};
   let lastSample = '';
@@ -134,6 +146,7 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
       graph,
       history,
       events,
+      output: Object.fromEntries(output),
     };
     send(sock, hello);
   });
@@ -198,6 +211,28 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
       if (events.length >= MAX_HISTORY) events.shift();
       events.push(m);
       broadcast(m);
+    },
+    ready(condition, ms, at) {
+      if (closed) return;
+      const m: EventMessage = { type: 'event', time: now().toISOString(), at: at ?? since(), event: { type: READY_EVENT, condition, ms } };
+      if (events.length >= MAX_HISTORY) events.shift();
+      events.push(m);
+      broadcast(m);
+    },
+    output(o, at) {
+      if (closed) return;
+      let list = output.get(o.service);
+      if (!list) {
+        if (output.size >= MAX_OUTPUT_SERVICES) return;
+        output.set(o.service, (list = []));
+      }
+      const base = { time: now().toISOString(), at: at ?? since() };
+      const entry: OutputEntry =
+        o.type === 'line'
+          ? { ...base, stream: o.stream, line: o.line.length > OUTPUT_TEXT_MAX ? o.line.slice(0, OUTPUT_TEXT_MAX) : o.line, ...(o.cut ? { cut: true as const } : {}) }
+          : { ...base, ...(o.stream ? { stream: o.stream } : {}), dropped: o.count, reason: o.reason };
+      keepOutput(list, entry);
+      if (clients.size) broadcast({ type: 'output', service: o.service, ...entry });
     },
     async close() {
       if (closed) return;

@@ -9,7 +9,7 @@
 //   exit reports, signals by service name.
 
 import { existsSync, mkdirSync } from 'node:fs';
-import { chown, mkdir, readFile, rm } from 'node:fs/promises';
+import { lchown, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
@@ -196,7 +196,11 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   const subject = new Subject<KernelEvent>();
   const events$: Observable<KernelEvent> = subject.asObservable();
   const output = new Subject<ServiceOutput>();
-  const limiter = outputLimiter(SERVICE_OUTPUT.linesPerSecond, (o) => output.next(o));
+  // A second bound: the init already forwards at most linesPerSecond lines in each of its windows
+  // (outrate=); its windows and this one do not line up, so twice that here: it does not cut what
+  // the init let through (unless a delivery delay spans a whole window), and still bounds an init
+  // that was given no rate.
+  const limiter = outputLimiter(SERVICE_OUTPUT.managerLinesPerSecond, (o) => output.next(o));
 
   let root: string | null = null;
   const cgRoot = (): string => (root ??= cgroupRoot());
@@ -247,6 +251,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   function onInitMessage(m: InitMessage): void {
     if (m.type === 'out') return limiter.line(m.service, m.stream, m.line, m.cut);
     if (m.type === 'outdrop') return limiter.socketDropped(m.service, m.stream, m.count);
+    if (m.type === 'outlimit') return limiter.rateDropped(m.service, m.count);
     if (m.type !== 'exit') return;
     const s = services.get(m.service);
     if (s) s.exited = true;
@@ -353,8 +358,10 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         claimRuntimeDir(config, store);
         executed.push(line.runtimeDir(plan.runtimeDir));
         for (const d of plan.dirs) {
+          // Before any service runs, in the runtime dir this run made (root's): nothing can have
+          // been planted here. lchown all the same: root never chowns what a symlink points to.
           await mkdir(d.path, { recursive: true, mode: d.mode });
-          await chown(d.path, d.uid, d.gid);
+          await lchown(d.path, d.uid, d.gid);
           executed.push(line.dir(d));
         }
         for (const op of plan.mounts) {
@@ -493,6 +500,11 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
           await removeCgroupTree(cgroup);
           store.setJournal({ ...store.journal(), cgroup: null });
         }
+        // The runtime dir only once the cgroup is gone: removeCgroupTree throws (EBUSY) while any
+        // process of the VM lives (the init, so every service of its PID namespace, and the stop
+        // command's leaf), so nothing that could change the dir runs while root removes it; and
+        // rm removes the symlinks services left, never follows them (test/linux/root-paths.test.ts).
+        // (No cgroup in the journal: none was made, or it is already removed: no process of the VM lives.)
         if (runtimeDir) {
           await rm(runtimeDir, { recursive: true, force: true });
           store.setJournal({ ...store.journal(), runtimeDir: null });

@@ -9,7 +9,8 @@
 
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
 import { EffectError } from '../port.js';
-import type { MountOp } from '../../plan/mounts.js';
+import { posix } from 'node:path';
+import { STAGE_DATA, type MountOp } from '../../plan/mounts.js';
 
 /** glibc's strerror() texts, lower-cased, for the errnos setup can meet. */
 const MEANINGS: Record<string, string> = {
@@ -190,6 +191,21 @@ export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: strin
         field: 'runtimeDir',
         fix: `the runtime dir is under the service's private ${s.tmp !== false ? '/tmp' : '/dev/shm'} and is kept reachable there; put runtimeDir outside /tmp and /dev/shm`,
       };
+    case 'view-clone':
+    case 'view-mount':
+    case 'view-remount':
+    case 'tree-stat':
+    case 'tree-mkdir':
+    case 'tree-mountpoint':
+    case 'tree-move':
+    case 'tree-close':
+      return {
+        object: `the service's view of the runtime dir ${config.runtimeDir} (its own directory and the sockets shared with it)`,
+        field: 'runtimeDir',
+        fix: step === 'view-clone' && errno === 'ENOENT'
+          ? `its directory or a socket shared with it (sockets[].clients) is missing: was it removed while the VM ran (another manager using ${config.runtimeDir}?)`
+          : undefined,
+      };
     case 'mount-tmp':
       return { object: `private /tmp (tmpfs, size ${s.tmp})`, field: `${p}.tmp`, fix: errno === 'EINVAL' ? 'the kernel refused the size: use a size like "64M"' : undefined };
     case 'mount-shm':
@@ -272,6 +288,12 @@ export function explainSpawnStep(config: VmConfig, s: ServiceConfig, step: strin
       return { object: 'the spawn request', fix: 'the init could not parse what the manager sent: rebuild native/ (make -C native) so both match' };
     case 'slots':
       return { object: 'the sandbox init', fix: 'it runs a fixed number of services at most: fewer services' };
+    case 'outrate':
+      // PID 1's own spawn field (vmsandbox-init.c, do_spawn): the plan's rate, as the manager sent it.
+      return {
+        object: `the output rate of ${s.name} (SERVICE_OUTPUT.linesPerSecond, plan/output.ts)`,
+        fix: 'the init refused the rate the manager sent (1 to 1000000 lines a second, once): rebuild native/ (make -C native) so both match',
+      };
     case 'streams':
       // Each service's stdout/stderr pipes stay open while a descendant of an exited service holds them.
       return { object: 'the sandbox init', fix: 'no free output stream: processes left by exited services still hold their stdout/stderr; fewer services, or services that do not leave processes behind' };
@@ -307,8 +329,23 @@ function mountOpPath(op: MountOp): string {
     case 'mknod':
     case 'umount':
     case 'setattr':
+    case 'clone':
+    case 'place':
       return op.path;
   }
+}
+
+/** The config field a path the VM's view keeps comes from (planViews). */
+function keptField(config: VmConfig, path: string): string | undefined {
+  if (path === config.storage) return 'storage';
+  for (const [i, s] of config.services.entries()) {
+    if (s.argv[0] === path) return `services[${i}].argv[0]`;
+    for (const kind of ['read', 'write'] as const) {
+      const j = s.landlock[kind].indexOf(path);
+      if (j >= 0) return `services[${i}].landlock.${kind}[${j}]`;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -334,6 +371,16 @@ export function explainMountStep(config: VmConfig, op: MountOp, step: string, er
   const runtime = config.runtimeDir;
   if (path === runtime || (op.verb === 'mount' && op.source === runtime)) {
     return { object: `runtime dir ${runtime}`, field: 'runtimeDir', fix: errno === 'ENOENT' ? 'it was removed while the sandbox was built: is another manager using it?' : undefined };
+  }
+  if ((op.verb === 'clone' || op.verb === 'place') && path === config.storage) {
+    return { object: `storage ${path}, kept in the VM's view`, field: 'storage', fix: storageFix(config, errno) };
+  }
+  if ((op.verb === 'clone' || op.verb === 'place') && path !== runtime) {
+    const fix = op.verb === 'clone' && errno === 'ENOENT' ? `${path} does not exist: create it, or remove it from the config` : undefined;
+    return { object: `${path}, kept in the VM's view (its parent is covered so that no other VM's files show)`, field: keptField(config, path), fix };
+  }
+  if (op.verb === 'mount' && op.source !== 'proc' && op.data !== STAGE_DATA && (path === posix.dirname(runtime) || path === posix.dirname(config.storage))) {
+    return { object: `the view covering ${path} (where other VMs' runtime dirs or storage live)` };
   }
   if (op.verb === 'setattr' && path === '/') {
     return { object: "the host's mount tree (made read-only and nosuid for the VM)", fix: errno === 'ENOSYS' ? 'the kernel lacks mount_setattr(2) (Linux 5.12 or later is needed)' : undefined };

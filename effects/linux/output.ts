@@ -1,12 +1,14 @@
-// Services' output as the manager forwards it: the init's `out`/`outdrop` messages, rate-bounded
-// per service (plan/output.ts), for the log (s6/run.ts) and the tests. A flood costs the log one
-// `dropped` record per second, not a line per line.
+// Services' output as the manager forwards it: the init's `out`/`outdrop`/`outlimit` messages, for
+// the log (s6/run.ts), the status socket (inspect) and the tests. The init bounds each service's
+// lines per second at the source (the spawn's `outrate=`, plan/output.ts), so a flood costs the
+// manager at most that many lines a second to parse and one `dropped` record per second; the
+// limiter here is a second bound, for an init that was not given a rate.
 
 import type { OutputStream } from './protocol.js';
 
 export type ServiceOutput =
   | { type: 'line'; service: string; stream: OutputStream; line: string; cut: boolean }
-  /** rate: over linesPerSecond in one second; socket: the init could not send them (its buffer to the manager was full). */
+  /** rate: over the lines per second (counted by the init, or by the limiter here); socket: the init could not send them (its buffer to the manager was full). */
   | { type: 'dropped'; service: string; count: number; reason: 'rate' | 'socket'; stream?: OutputStream };
 
 interface Window {
@@ -19,6 +21,8 @@ interface Window {
 export interface OutputLimiter {
   line(service: string, stream: OutputStream, line: string, cut: boolean): void;
   socketDropped(service: string, stream: OutputStream, count: number): void;
+  /** The init's count of lines over the service's rate (`outlimit`), reported as it comes. */
+  rateDropped(service: string, count: number): void;
   /** Report what is still counted and stop the timers. */
   close(): void;
 }
@@ -57,6 +61,9 @@ export function outputLimiter(linesPerSecond: number, emit: (o: ServiceOutput) =
     },
     socketDropped(service, stream, count) {
       emit({ type: 'dropped', service, stream, count, reason: 'socket' });
+    },
+    rateDropped(service, count) {
+      emit({ type: 'dropped', service, count, reason: 'rate' });
     },
     close() {
       for (const [service, w] of windows) flush(service, w);

@@ -55,7 +55,9 @@ export type InitMessage =
   /** A line a service wrote (its newline removed); cut: longer than the spawn's `outline=`, its rest dropped. */
   | { type: 'out'; service: string; stream: OutputStream; line: string; cut: boolean }
   /** Lines the init dropped because the control socket's buffer was full (it never waits on output). */
-  | { type: 'outdrop'; service: string; stream: OutputStream; count: number };
+  | { type: 'outdrop'; service: string; stream: OutputStream; count: number }
+  /** Lines the init dropped because the service wrote more than the spawn's `outrate=` in one second. */
+  | { type: 'outlimit'; service: string; count: number };
 
 export type OutputStream = 'stdout' | 'stderr';
 
@@ -125,6 +127,8 @@ export class InitClient {
       this.onMessage({ type: 'out', service: a ?? '', stream: b, cut: c === 'cut', line: d ?? '' });
     } else if (kind === 'outdrop' && (b === 'stdout' || b === 'stderr')) {
       this.onMessage({ type: 'outdrop', service: a ?? '', stream: b, count: Number(c) });
+    } else if (kind === 'outlimit') {
+      this.onMessage({ type: 'outlimit', service: a ?? '', count: Number(b) });
     } else if (kind === 'exit') {
       const n = Number(d);
       this.onMessage({

@@ -24,6 +24,9 @@ export function spawnFields(s: ServicePlan): string[] {
     ...(s.storage.bind ? [`storagebind=${s.storage.bind.set.toString(16)},${s.storage.bind.clr.toString(16)}`] : []),
     ...(s.storage.hide ? [`storagehide=${s.storage.hide.flags.toString(16)},${s.storage.hide.data}`] : []),
     ...s.keep.map((p) => `keep=${p}`),
+    `view=${s.view.flags.toString(16)},${s.view.data}`,
+    `viewpath=${s.view.path}`,
+    ...s.view.show.map((p) => `show=${p}`),
   ];
   for (const t of s.tmpfs) f.push(`${t.path === '/tmp' ? 'tmp' : 'shm'}=${t.flags.toString(16)},${t.data}`);
   const ll = s.landlock;
@@ -44,6 +47,8 @@ export function spawnFields(s: ServicePlan): string[] {
   f.push(...s.env.map(([k, v]) => `env=${k}=${v}`));
   // stdout/stderr are pipes the init reads and forwards line by line; a longer line is cut here.
   f.push(`outline=${SERVICE_OUTPUT.lineBytes}`);
+  // At most this many lines a second per service leave the init; the rest are only counted.
+  f.push(`outrate=${SERVICE_OUTPUT.linesPerSecond}`);
   return f;
 }
 

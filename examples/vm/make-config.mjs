@@ -59,7 +59,7 @@ export function makeVmConfig(o = {}) {
         uid: uids.virtiofsd,
         gid: uids.virtiofsd,
         storage: 'rw',
-        sockets: [{ path: fsSock, fd: 3, mode: '0660', gid: uids.vmm }],
+        sockets: [{ path: fsSock, fd: 3, mode: '0660', gid: uids.vmm, clients: ['vmm'] }], // only QEMU sees it
         // It acts for arbitrary guest uids: changes euid/fsuid per request and keeps its caps across
         // that (securebit), chroots into the storage, and needs setpcap or it dies "Bad system call".
         caps: ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP', 'CAP_SYS_CHROOT'],

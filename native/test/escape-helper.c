@@ -7,6 +7,7 @@
  *   pidfd-child                             control: pidfd_open + pidfd_send_signal(SIGKILL) to its own child
  *   cgmove FILE                             write its own pid into FILE (a cgroup.procs)
  *   ids                                     print real/effective/saved uid, then try setuid(0)
+ *   connect PATH                            connect(2) to the named unix socket at PATH
  * A failure that is not the attempt being probed (fork, waitpid, detaching, writing the report)
  * is told on stderr with exit 1, so a broken probe cannot pass for a refused escape.
  */
@@ -20,7 +21,9 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,6 +120,17 @@ int main(int argc, char **argv) {
         int st = 0;
         reap(c, &st, 0);
         say("pidfd-child-status %s %d\n", WIFSIGNALED(st) ? "signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        return 0;
+    }
+    if (!strcmp(cmd, "connect")) {
+        /* connect(2) to a named unix socket: what Landlock does not govern. */
+        if (argc < 3 || strlen(argv[2]) >= sizeof(((struct sockaddr_un *)0)->sun_path)) return 2;
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) die("socket");
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        memcpy(a.sun_path, argv[2], strlen(argv[2]) + 1);
+        report("connect", connect(fd, (struct sockaddr *)&a, sizeof a));
+        if (close(fd) < 0) die("close");
         return 0;
     }
     if (!strcmp(cmd, "cgmove")) {

@@ -32,6 +32,8 @@ describe('linux backend: escapes from a service fail', () => {
   let vm: TestVm | null = null;
   /** More VMs a test started (another VM's storage), cleaned up like `vm`. */
   let extraVms: TestVm[] = [];
+  /** Host directories a test made outside its VM's (removed after it). */
+  const extraDirs: string[] = [];
   /** A directory every probe may read and execute: the static escape helper `esc` and its setuid-root copy `esc-suid`. */
   let tools = '';
   beforeAll(() => {
@@ -52,6 +54,7 @@ describe('linux backend: escapes from a service fail', () => {
     if (vm) forceCleanup(vm);
     vm = null;
     for (const o of extraVms.splice(0)) forceCleanup(o);
+    for (const d of extraDirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
   afterAll(() => {
     if (!skip) removeTestParents();
@@ -132,15 +135,16 @@ describe('linux backend: escapes from a service fail', () => {
   it.skipIf(skipScoped)('cannot connect to a sibling\'s abstract unix socket (Landlock scoping), which the host can reach', async () => {
     vm = newTestVm();
     const name = `vmsandbox-abstract-${process.pid}`;
-    const ready = `${vm.runtimeDir}/victim/ready`;
     const nodeRead = { read: [...SYSTEM_READ, '/proc', '/sys'], write: [] };
     const victim = service({
       name: 'victim',
-      argv: ['/usr/bin/node', '-e', `require('net').createServer((c) => c.end('hi')).listen('\\0${name}', () => require('fs').writeFileSync('${ready}', ''))`],
+      argv: ['/usr/bin/node', '-e', `require('net').createServer((c) => c.end('hi')).listen('\\0${name}')`],
       landlock: nodeRead,
     });
-    const waitReady = `while [ ! -e ${ready} ]; do sleep 0.02; done`;
-    const connect = `require('net').connect('\\0${name}').on('connect', () => { console.log('connected'); process.exit(0) }).on('error', (e) => { console.log('error ' + e.code); process.exit(1) })`;
+    // The probe does not see the victim's directory (views), so it cannot wait for a file there:
+    // it retries while nothing listens yet (ECONNREFUSED), up to 10 s.
+    const connect = `const t = Date.now(); const go = () => require('net').connect('\\0${name}').on('connect', () => { console.log('connected'); process.exit(0) }).on('error', (e) => { if (e.code === 'ECONNREFUSED' && Date.now() - t < 10000) return setTimeout(go, 20); console.log('error ' + e.code); process.exit(1) }); go()`;
+    const waitReady = 'true';
     // Abstract sockets belong to a network namespace: the VM keeps the host's (network "host") so that
     // the control below, from the host, can reach the victim's socket at all.
     const r = await probe(`${waitReady}; /usr/bin/node -e "${connect}"`, { landlock: nodeRead }, [victim], { network: 'host' });
@@ -190,11 +194,15 @@ describe('linux backend: escapes from a service fail', () => {
 
   it.skipIf(skip)('cannot read a file outside its Landlock rules that file modes would allow', async () => {
     vm = newTestVm();
-    const secretDir = join(vm.scratch, 'secret');
+    // Outside the parents the VM's view covers (/tmp holds every test VM's storage and scratch):
+    // the file is visible in the VM, and only Landlock stands in the way.
+    const root = mkdtempSync('/var/tmp/vmsandbox-landlock-');
+    extraDirs.push(root);
+    const secretDir = join(root, 'secret');
     mkdirSync(secretDir, { mode: 0o755 });
-    chmodSync(vm.scratch, 0o755);
+    chmodSync(root, 0o755);
     writeFileSync(join(secretDir, 'file'), 'top secret\n', { mode: 0o644 });
-    const r = await probe(`cat /etc/hostname >/dev/null && echo control-ok; cat "$SCRATCH/secret/file"; echo "rc=$?"; ls "$SCRATCH"; echo "ls=$?"`);
+    const r = await probe(`cat /etc/hostname >/dev/null && echo control-ok; cat "${secretDir}/file"; echo "rc=$?"; ls "${root}"; echo "ls=$?"`);
     expect(r.out).toMatch(/control-ok/);
     expect(r.out).toMatch(/Permission denied/);
     expect(r.out).not.toMatch(/top secret/);
@@ -328,7 +336,8 @@ describe('linux backend: escapes from a service fail', () => {
     expect(r.out).toMatch(/cat=1/);
     expect(r.out).toMatch(/ls=2/);
     expect(r.out).toMatch(/write=(?!0)\d+/);
-    expect(r.out).toMatch(/Permission denied/);
+    // B's storage is not in A's view at all (test/linux/views.test.ts); Landlock would deny it too.
+    expect(r.out).toMatch(/No such file or directory/);
     expect(existsSync(join(vmB.storage, 'planted'))).toBe(false);
     await finish(r);
     expect((await stop(runB)).outcome).toBe('stopped');

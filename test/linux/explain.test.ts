@@ -3,7 +3,7 @@
 // Pure: no root needed.
 
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   describeErrno,
@@ -34,12 +34,13 @@ const config = vmConfig(vm, [virtiofsd, vmm]);
 
 /**
  * Every step the init can report for a spawn, read from its source: the spawner (native/spawn.c:
- * child_fail, open_listener, spawn_start) and PID 1's do_spawn (native/vmsandbox-init.c).
+ * child_fail, open_listener, spawn_start), PID 1's do_spawn (native/vmsandbox-init.c) and the
+ * views' trees (native/tree.c).
  */
 function spawnSteps(): string[] {
-  const c = ['spawn.c', 'vmsandbox-init.c'].map((f) => readFileSync(join(repoRoot, 'native', f), 'utf8')).join('\n');
+  const c = ['spawn.c', 'vmsandbox-init.c', 'tree.c'].map((f) => readFileSync(join(repoRoot, 'native', f), 'utf8')).join('\n');
   const steps = new Set<string>();
-  for (const re of [/child_fail\(pipefd, "([^"]+)"\)/g, /\*step = "([^"]+)"/g, /failed = "([^"]+)"/g, /start_failed\(step, "([^"]+)"/g, /reply_err\(id, [^,]+, "([^"]+)"\)/g]) {
+  for (const re of [/child_fail\(pipefd, "([^"]+)"\)/g, /\*step = "([^"]+)"/g, /fail\(tree, step, "([^"]+)"\)/g, /failed = "([^"]+)"/g, /start_failed\(step, "([^"]+)"/g, /reply_err\(id, [^,]+, "([^"]+)"\)/g]) {
     for (const m of c.matchAll(re)) steps.add(m[1]!);
   }
   return [...steps];
@@ -141,9 +142,13 @@ describe('explain: mount-plan requests → VM paths and fields', () => {
     expect(e.message).toMatch(/^mount: device \/dev\/kvm \(services\[1\]\.devices\[0\]\): ENOENT \(no such file or directory\) at stat: .* \(request: mknod \/dev\/kvm \/tmp\/dev\/kvm 600 62002 62002\)$/);
   });
 
-  it('the runtime dir bind names runtimeDir; staging paths name the VM path they build', () => {
-    const bind = find((o) => o.verb === 'mount' && o.source === vm.runtimeDir);
-    expect(explainMountStep(config, bind, 'mount', 'ENOENT').field).toBe('runtimeDir');
+  it('the runtime dir kept in the view names runtimeDir, the storage storage; staging paths name the VM path they build', () => {
+    const bind = find((o) => o.verb === 'clone' && o.path === vm.runtimeDir);
+    expect(explainMountStep(config, bind, 'open_tree', 'ENOENT').field).toBe('runtimeDir');
+    const storage = find((o) => o.verb === 'clone' && o.path === config.storage);
+    expect(explainMountStep(config, storage, 'open_tree', 'ENOENT')).toMatchObject({ field: 'storage', fix: `the directory does not exist: create it (mkdir -p ${config.storage})` });
+    const cover = find((o) => o.verb === 'mount' && o.fstype === 'tmpfs' && o.target === posix.dirname(vm.runtimeDir));
+    expect(explainMountStep(config, cover, 'mount', 'EPERM').object).toMatch(/^the view covering/);
     const nul = find((o) => o.verb === 'touch' && o.path === '/tmp/dev/null');
     expect(explainMountStep(config, nul, 'open', 'EROFS').object).toBe("/dev/null in the VM's /dev");
     const root = find((o) => o.verb === 'setattr' && o.path === '/');

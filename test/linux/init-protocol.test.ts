@@ -38,8 +38,8 @@ async function startInit(): Promise<Init> {
     buf += d;
     for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
       const line = buf.slice(0, nl);
-      // A service's output (`out`, `outdrop`: test/linux/service-output.test.ts) is not a reply.
-      if (!/^out(drop)? /.test(line)) lines.push(line);
+      // A service's output (`out`, `outdrop`, `outlimit`: test/linux/service-output.test.ts) is not a reply.
+      if (!/^out(drop|limit)? /.test(line)) lines.push(line);
       buf = buf.slice(nl + 1);
     }
     for (const w of waiters.splice(0)) w();

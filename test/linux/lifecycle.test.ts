@@ -205,15 +205,15 @@ describe('linux backend: lifecycle', () => {
     expect(leftovers(vm)).toEqual([]);
   });
 
-  it.skipIf(skip)('a storage directory that does not exist fails the launch naming storage and its path (clone-storage)', async () => {
+  it.skipIf(skip)('a storage directory that does not exist fails the mount step naming storage and its path (kept in the VM\'s view)', async () => {
     vm = newTestVm();
     const storage = join(vm.scratch, 'no-such-storage');
     const run = start(vmConfig(vm, [service({ name: 'vmm', vmm: true, argv: ['/bin/sleep', '1000'], storage: 'rw' })], { storage }), vm);
     const out = await run.done;
     expect(out.outcome).toBe('setupFailed');
     expect(out.errors[0]).toBe(
-      `launch failed: launch vmm: storage ${storage} (storage): ENOENT (no such file or directory) at clone-storage: ` +
-        `the directory does not exist: create it (mkdir -p ${storage})`,
+      `mount failed: mount: storage ${storage}, kept in the VM's view (storage): ENOENT (no such file or directory) at open_tree: ` +
+        `the directory does not exist: create it (mkdir -p ${storage}) (request: clone ${storage} 1)`,
     );
     expect(leftovers(vm)).toEqual([]);
   });

@@ -1,7 +1,8 @@
 // Each service's stdout/stderr is a pipe the init reads, never the manager's own log (issue 12,
 // item 8 of what was found): a service can neither forge a manager record (its text is only ever a
 // field of a record tagged with its name) nor truncate the log (it does not hold the log's fd);
-// lines are cut at the plan's limit, and a flood is dropped and counted, never waited on by PID 1.
+// lines are cut at the plan's limit, and a flood is dropped and counted, never waited on by PID 1;
+// the init forwards at most the spawn's outrate= lines a second, so the manager never parses more.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
@@ -127,20 +128,67 @@ describe.skipIf(skip)('service output through the init', () => {
   }, 30_000);
 });
 
-describe.skipIf(skip)('a flood of output and the init', () => {
-  let cleanup: (() => void) | null = null;
-  beforeAll(() => ensureNative());
-  afterEach(() => {
-    cleanup?.();
-    cleanup = null;
-  });
+/** An init on a socketpair (no cgroup), read at the protocol level as the manager reads it. */
+interface RawInit {
+  /** Send a request; resolves with the reply's round trip (ms) and its tokens. */
+  ask(id: string, line: string, ms?: number): Promise<{ rtt: number; reply: string[] }>;
+  /** Arrival times (ms) of `out flood stdout whole y` lines. */
+  outTimes: number[];
+  /** Sums of the `outdrop` (socket) and `outlimit` (rate) counts, and how many outlimit messages came. */
+  counts: { socket: number; rate: number; rateMessages: number };
+  /** Every other message (hello, exit, anything unexpected), decoded. */
+  other: string[];
+  sock: Socket;
+  pidfd: number;
+  close(): void;
+}
 
-  it('keeps answering ping during a flood, and drops (counted) rather than waits when the manager does not read', async () => {
-    const [mine, theirs] = socketpair();
-    const { pidfd } = cloneInit(join(nativeBuildDir(), 'vmsandbox-init'), theirs, -1, -1, { clone: ['ipc', 'net'], loopback: true });
-    closeFd(theirs);
-    const sock = new Socket({ fd: mine, readable: true, writable: true });
-    cleanup = () => {
+function rawInit(): RawInit {
+  const [mine, theirs] = socketpair();
+  const { pidfd } = cloneInit(join(nativeBuildDir(), 'vmsandbox-init'), theirs, -1, -1, { clone: ['ipc', 'net'], loopback: true });
+  closeFd(theirs);
+  const sock = new Socket({ fd: mine, readable: true, writable: true });
+  sock.setEncoding('latin1');
+  const replies = new Map<string, { at: number; reply: string[] }>();
+  const outTimes: number[] = [];
+  const counts = { socket: 0, rate: 0, rateMessages: 0 };
+  const other: string[] = [];
+  let buf = '';
+  sock.on('data', (d: string) => {
+    buf += d;
+    const now = Date.now();
+    let start = 0;
+    for (let nl = buf.indexOf('\n', start); nl >= 0; nl = buf.indexOf('\n', start)) {
+      const raw = buf.slice(start, nl);
+      start = nl + 1;
+      if (raw === 'out flood stdout whole y') {
+        outTimes.push(now);
+        continue;
+      }
+      const t = raw.split(' ').map(decodeToken);
+      if (t[0] === 'outdrop') counts.socket += Number(t[3]);
+      else if (t[0] === 'outlimit' && t[1] === 'flood') {
+        counts.rate += Number(t[2]);
+        counts.rateMessages++;
+      } else if (t[0] === 'ok' || t[0] === 'err') replies.set(t[1]!, { at: now, reply: t });
+      else other.push(t.join(' '));
+    }
+    buf = buf.slice(start);
+  });
+  return {
+    async ask(id, line, ms = 2000) {
+      const t0 = Date.now();
+      sock.write(`${line}\n`);
+      expect(await until(() => replies.has(id), ms), `no reply to ${line} within ${ms} ms`).toBe(true);
+      const r = replies.get(id)!;
+      return { rtt: r.at - t0, reply: r.reply };
+    },
+    outTimes,
+    counts,
+    other,
+    sock,
+    pidfd,
+    close() {
       sock.destroy();
       try {
         pidfdSendSignal(pidfd, signalNumber('SIGKILL'));
@@ -149,58 +197,107 @@ describe.skipIf(skip)('a flood of output and the init', () => {
       }
       for (let i = 0; i < 200 && !waitPidfd(pidfd); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
       closeFd(pidfd);
-    };
-    sock.setEncoding('latin1');
-    const replies = new Map<string, number>();
-    const other: string[] = [];
-    let outLines = 0;
-    let dropped = 0;
-    let buf = '';
-    sock.on('data', (d: string) => {
-      buf += d;
-      let start = 0;
-      for (let nl = buf.indexOf('\n', start); nl >= 0; nl = buf.indexOf('\n', start)) {
-        const raw = buf.slice(start, nl);
-        start = nl + 1;
-        if (raw === 'out flood stdout whole y') {
-          outLines++;
-          continue;
-        }
-        const t = raw.split(' ').map(decodeToken);
-        if (t[0] === 'outdrop') dropped += Number(t[3]);
-        else if (t[0] === 'ok' || t[0] === 'err') replies.set(t[1]!, Date.now());
-        else other.push(t.join(' '));
-      }
-      buf = buf.slice(start);
-    });
-    const ask = async (id: string, line: string, ms = 2000): Promise<number> => {
-      const t0 = Date.now();
-      sock.write(`${line}\n`);
-      expect(await until(() => replies.has(id), ms), `no reply to ${line} within ${ms} ms`).toBe(true);
-      return replies.get(id)! - t0;
-    };
-    expect(await until(() => other.includes('hello 1 1'), 5000)).toBe(true);
-    await ask('1', 'spawn 1 name=flood arg=/usr/bin/yes outline=64');
+    },
+  };
+}
+
+/** Ping every 25 ms for `ms`; the round trips. */
+async function pingFor(init: RawInit, ms: number): Promise<number[]> {
+  const rtts: number[] = [];
+  const end = Date.now() + ms;
+  for (let i = 0; Date.now() < end; i++) {
+    rtts.push((await init.ask(`p${i}`, `ping p${i}`)).rtt);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return rtts;
+}
+
+/** The most arrivals in any `span` ms (times sorted). */
+function densest(times: number[], span: number): number {
+  let best = 0;
+  for (let i = 0, j = 0; j < times.length; j++) {
+    while (times[j]! - times[i]! >= span) i++;
+    best = Math.max(best, j - i + 1);
+  }
+  return best;
+}
+
+const cpuMs = (u: NodeJS.CpuUsage) => Math.round((u.user + u.system) / 1000);
+
+describe.skipIf(skip)('a flood of output and the init', () => {
+  let init: RawInit | null = null;
+  beforeAll(() => ensureNative());
+  afterEach(() => {
+    init?.close();
+    init = null;
+  });
+
+  it('bounds a service\'s lines per second at the source (outrate=): the manager receives at most the rate, the rest is counted, PID 1 answers ping', async () => {
+    const rate = 200;
+    init = rawInit();
+    expect(await until(() => init!.other.includes('hello 1 1'), 5000)).toBe(true);
+    const cpu0 = process.cpuUsage();
+    const t0 = Date.now();
+    expect((await init.ask('1', `spawn 1 name=flood arg=/usr/bin/yes outline=64 outrate=${rate}`)).reply[0]).toBe('ok');
+    const rtts = await pingFor(init, 2500);
+    const beforeKill = Date.now() - t0;
+    await init.ask('k', 'kill k flood 9');
+    expect(await until(() => init!.other.some((l) => /^exit flood \d+ killed 9$/.test(l)), 3000)).toBe(true);
+    const elapsed = Date.now() - t0;
+    const cpu = cpuMs(process.cpuUsage(cpu0));
+    // A window holds at most `rate` lines, and the next begins at least a second after it began
+    // (at most this many began); under a flood one begins as soon as the last ended (at least this
+    // many had begun, and ended or were cut short by the kill, each with lines to count).
+    const atMost = Math.floor(elapsed / 1000) + 1;
+    const atLeast = Math.floor(beforeKill / 1000);
+    // The last window's count comes at the streams' EOF, after the exit.
+    expect(await until(() => init!.counts.rateMessages >= atLeast, 2000)).toBe(true);
+    const lines = init.outTimes.length;
+    expect(lines, `${lines} lines in ${elapsed} ms`).toBeLessThanOrEqual(rate * atMost);
+    expect(lines, 'the rate\'s worth did come through, window after window').toBeGreaterThanOrEqual(rate * atLeast);
+    expect(densest(init.outTimes, 1000), 'any second of arrivals holds at most two windows\' worth').toBeLessThanOrEqual(2 * rate);
+    // The rest was counted in the init, reported about once a window, and never queued for the socket.
+    expect(init.counts.rate, 'lines dropped over the rate, as the init counted them').toBeGreaterThan(10_000);
+    expect(init.counts.rateMessages).toBeLessThanOrEqual(atMost);
+    expect(init.counts.socket, 'no line waited for the socket: the manager reads only the rate').toBe(0);
+    expect(Math.max(...rtts), `ping round trips ${rtts.join(',')} ms`).toBeLessThan(500);
+    expect(init.other.filter((l) => !/^(hello|exit) /.test(l)), 'nothing else came').toEqual([]);
+    console.log(`flood at outrate=${rate}: ${lines} lines delivered in ${elapsed} ms (densest second ${densest(init.outTimes, 1000)}), ${init.counts.rate} dropped by the init in ${init.counts.rateMessages} outlimit reports, reader CPU ${cpu} ms, ping rtt max ${Math.max(...rtts)} ms`);
+  }, 30_000);
+
+  it('control, with the rate set high: the flood reaches the manager; pings stay answered, and a reader that stops gets drops (counted), never a blocked init', async () => {
+    init = rawInit();
+    expect(await until(() => init!.other.includes('hello 1 1'), 5000)).toBe(true);
+    const cpu0 = process.cpuUsage();
+    await init.ask('1', 'spawn 1 name=flood arg=/usr/bin/yes outline=64 outrate=1000000');
 
     // Read as the manager does: pings stay answered while `yes` floods.
-    const rtts: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      rtts.push(await ask(`p${i}`, `ping p${i}`));
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    expect(outLines, 'control: the flood reached the manager').toBeGreaterThan(10_000);
+    const rtts = await pingFor(init, 650);
+    const cpu = cpuMs(process.cpuUsage(cpu0));
+    const delivered = init.outTimes.length;
+    expect(delivered, 'control: the flood reached the manager').toBeGreaterThan(10_000);
     expect(Math.max(...rtts), `ping round trips ${rtts.join(',')} ms`).toBeLessThan(500);
 
     // A manager that does not read: the socket's buffer fills; the init drops and counts instead of
     // blocking in send (a blocked init would deliver every line and never report a drop).
-    sock.pause();
+    init.sock.pause();
     await new Promise((r) => setTimeout(r, 300));
-    expect(waitPidfd(pidfd), 'PID 1 is still running').toBeNull();
-    sock.resume();
-    expect(await until(() => dropped > 0, 3000), 'an outdrop count arrived').toBe(true);
-    await ask('k', 'kill k flood 9');
-    expect(await until(() => other.some((l) => /^exit flood \d+ killed 9$/.test(l)), 3000)).toBe(true);
-    expect(other.filter((l) => !/^(hello|exit) /.test(l)), 'every out line was whole and uncorrupted').toEqual([]);
-    console.log(`flood: ${outLines} lines delivered, ${dropped} dropped, ping rtt max ${Math.max(...rtts)} ms`);
+    expect(waitPidfd(init.pidfd), 'PID 1 is still running').toBeNull();
+    init.sock.resume();
+    expect(await until(() => init!.counts.socket > 0, 3000), 'an outdrop count arrived').toBe(true);
+    await init.ask('k', 'kill k flood 9');
+    expect(await until(() => init!.other.some((l) => /^exit flood \d+ killed 9$/.test(l)), 3000)).toBe(true);
+    expect(init.other.filter((l) => !/^(hello|exit) /.test(l)), 'every out line was whole and uncorrupted').toEqual([]);
+    console.log(`flood at outrate=1000000: ${delivered} lines delivered in 650 ms (reader CPU ${cpu} ms), then ${init.counts.socket} dropped for the socket, ${init.counts.rate} over the rate; ping rtt max ${Math.max(...rtts)} ms`);
+  }, 30_000);
+
+  it('refuses a malformed or repeated outrate= with its name, and lives on', async () => {
+    init = rawInit();
+    expect(await until(() => init!.other.includes('hello 1 1'), 5000)).toBe(true);
+    for (const [i, bad] of ['outrate=0', 'outrate=-1', 'outrate=x', 'outrate=', 'outrate=1000001', 'outrate=5 outrate=5'].entries()) {
+      expect((await init.ask(`b${i}`, `spawn b${i} name=s${i} arg=/bin/true ${bad}`)).reply, bad).toEqual(['err', `b${i}`, '22', 'outrate']);
+    }
+    expect((await init.ask('ok', 'spawn ok name=fine arg=/bin/true outrate=1000000')).reply[0]).toBe('ok');
+    expect((await init.ask('ping', 'ping ping')).reply).toEqual(['ok', 'ping']);
   }, 30_000);
 });

@@ -1,5 +1,5 @@
 // The page in a real (headless) chromium: a live simulated sandbox, a state change within a second,
-// and replays of a failing seed's trace and of a hand-made trace, stepped and scrubbed.
+// each service's output as it comes, and replays of a failing seed's trace and of a hand-made trace, stepped and scrubbed.
 
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -83,6 +83,48 @@ describe.skipIf(skip)('the visualizer page', () => {
       expect(await page.locator('#services tbody tr').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.service))).toEqual(['virtiofsd', 'vmm']);
       expect(await page.locator('#services tbody').textContent()).toContain('demo/svc-vmm');
       await page.screenshot({ path: join(outDir, 'live.png') });
+    });
+
+    it('shows each service\'s output as it is written: a new line within a second, as text, the last 200 kept', async () => {
+      const vmmLines = page.locator('#output .svc-output[data-service="vmm"] li');
+      expect(await page.locator('#output .svc-output').evaluateAll((ss) => ss.map((x) => (x as HTMLElement).dataset.service))).toEqual(['virtiofsd', 'vmm']);
+      expect(await vmmLines.allTextContents()).toEqual(['no output yet']);
+      const t0 = Date.now();
+      sb.status.output({ type: 'line', service: 'vmm', stream: 'stdout', line: 'QEMU 7.2.0 monitor - type help', cut: false });
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('#output .svc-output[data-service="vmm"] li')].some((li) => li.textContent === 'QEMU 7.2.0 monitor - type help'),
+        null,
+        { timeout: 1000 },
+      );
+      expect(Date.now() - t0).toBeLessThan(1000);
+      // A service's text is text: markup in it stays characters, and stderr and drops are told apart.
+      sb.status.output({ type: 'line', service: 'vmm', stream: 'stderr', line: '<img src=x onerror="document.title=1">oops', cut: true });
+      sb.status.output({ type: 'dropped', service: 'vmm', count: 4821, reason: 'rate' });
+      await expect.poll(() => vmmLines.count()).toBe(3);
+      expect(await vmmLines.nth(1).getAttribute('class')).toBe('stderr');
+      expect(await vmmLines.nth(1).textContent()).toBe('<img src=x onerror="document.title=1">oops[cut]');
+      expect(await page.locator('#output img').count()).toBe(0);
+      expect(await vmmLines.nth(2).getAttribute('class')).toBe('dropped');
+      expect(await vmmLines.nth(2).textContent()).toBe('4821 lines dropped (over the rate limit)');
+      expect(await page.locator('#output .svc-output[data-service="virtiofsd"] li').allTextContents()).toEqual(['no output yet']);
+      await page.screenshot({ path: join(outDir, 'live-output.png') });
+      // A flood: the page keeps the newest 200 and follows them.
+      for (let i = 0; i < 300; i++) sb.status.output({ type: 'line', service: 'vmm', stream: 'stdout', line: `line ${i}`, cut: false });
+      await page.waitForFunction(() => document.querySelector('#output .svc-output[data-service="vmm"] li:last-child')?.textContent === 'line 299', null, { timeout: 2000 });
+      expect(await vmmLines.count()).toBe(200);
+      expect(await vmmLines.first().textContent()).toBe('line 100');
+      const scrolled = await page.locator('#output .svc-output[data-service="vmm"] ol').evaluate((ol) => ol.scrollTop + ol.clientHeight >= ol.scrollHeight - 4);
+      expect(scrolled, 'the list follows the newest line').toBe(true);
+      // A page opened now gets the same lines from the snapshot.
+      const late = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+      try {
+        await late.goto(insp.url);
+        await late.waitForSelector('body[data-ready="true"]');
+        await late.waitForFunction(() => document.querySelectorAll('#output .svc-output[data-service="vmm"] li').length === 200, null, { timeout: 2000 });
+        expect(await late.locator('#output .svc-output[data-service="vmm"] li').last().textContent()).toBe('line 299');
+      } finally {
+        await late.close();
+      }
     });
 
     it('shows a state change within a second', async () => {

@@ -1,5 +1,5 @@
 // A real sandbox (`bin/vmsandbox run CONFIG`, root) seen by the visualizer: it must appear with its
-// state and its services' pids, and no service may connect to the status socket.
+// state, its services' pids and what a service wrote, and no service may connect to the status socket.
 
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -24,13 +24,13 @@ describe.skipIf(skip)('a real sandbox in the visualizer', () => {
     removeTestParents();
   });
 
-  it('shows `vmsandbox run`: running, with the services; a service cannot connect to the socket', async () => {
+  it('shows `vmsandbox run`: running, with the services and their output; a service cannot connect to the socket', async () => {
     ensureNative();
     vm = newTestVm();
     const sock = `${vm.runtimeDir}/status.sock`;
     // The helper service tries the socket from inside the sandbox (its uid, its Landlock domain) and
     // writes what happened into its own runtime dir.
-    const probe = `if [ -S ${sock} ] && [ -w ${sock} ]; then echo writable; else echo denied; fi > ${vm.runtimeDir}/helper/probe; exec sleep 1000`;
+    const probe = `echo "helper: hello from uid $(id -u)"; if [ -S ${sock} ] && [ -w ${sock} ]; then echo writable; else echo denied; fi > ${vm.runtimeDir}/helper/probe; exec sleep 1000`;
     const raw = {
       name: vm.name,
       storage: vm.storage,
@@ -59,6 +59,12 @@ describe.skipIf(skip)('a real sandbox in the visualizer', () => {
       await page.waitForFunction(() => document.querySelector('#current-state')?.textContent === 'running', null, { timeout: 15_000 });
       await page.locator('#last').click().catch(() => undefined);
       expect(await page.locator('#services tbody tr[data-service]').count()).toBe(2);
+      // What the helper wrote to its stdout (a pipe to the init, forwarded by the manager).
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('#output .svc-output[data-service="helper"] li.stdout')].some((li) => li.textContent === 'helper: hello from uid 62001'),
+        null,
+        { timeout: 10_000 },
+      );
       for (let i = 0; i < 50 && !existsSync(`${vm.runtimeDir}/helper/probe`); i++) await new Promise((r) => setTimeout(r, 100));
       expect(readFileSync(`${vm.runtimeDir}/helper/probe`, 'utf8').trim()).toBe('denied');
       await page.screenshot({ path: join(outDir, 'live-real.png') });

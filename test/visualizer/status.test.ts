@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { findStatusSockets, followStatus, publishStatus, type StatusPublisher } from '../../visualizer/statusSocket.js';
 import type { TransitionRecord } from '../../machines/observe.js';
-import type { HelloMessage, StatusMessage } from '../../visualizer/protocol.js';
+import { OUTPUT_KEPT, OUTPUT_TEXT_MAX, type HelloMessage, type StatusMessage } from '../../visualizer/protocol.js';
 import { demoConfig, tempRoot } from './helpers.js';
 
 const rec = (state: string, over: Partial<TransitionRecord> = {}): TransitionRecord => ({
@@ -123,6 +123,37 @@ describe('status socket', () => {
     expect(b.messages[b.messages.length - 1]!.type).toBe('bye');
     expect(existsSync(path)).toBe(false);
     expect(await findStatusSockets([root])).toEqual([]);
+  });
+
+  it('carries each service\'s recent output: the last OUTPUT_KEPT entries per service in hello, each new one live', async () => {
+    const root = tempRoot();
+    const config = demoConfig(root);
+    pub = await publishStatus({ config, cgroupRoot: null });
+    for (let i = 0; i < OUTPUT_KEPT + 50; i++) pub.output({ type: 'line', service: 'vmm', stream: 'stdout', line: `vmm line ${i}`, cut: false }, i);
+    pub.output({ type: 'line', service: 'virtiofsd', stream: 'stderr', line: 'x'.repeat(OUTPUT_TEXT_MAX + 10), cut: true }, 1);
+    pub.output({ type: 'dropped', service: 'virtiofsd', count: 4821, reason: 'rate' }, 2);
+    const a = client(pub.path!);
+    const h = (await a.waitFor(1))[0] as HelloMessage;
+    const vmm = h.output.vmm!;
+    expect(vmm).toHaveLength(OUTPUT_KEPT);
+    expect(vmm[0]).toMatchObject({ stream: 'stdout', line: 'vmm line 50', at: 50 });
+    expect(vmm.at(-1)).toMatchObject({ stream: 'stdout', line: `vmm line ${OUTPUT_KEPT + 49}` });
+    expect(vmm[0]).not.toHaveProperty('cut');
+    expect(h.output.virtiofsd).toEqual([
+      { time: expect.any(String), at: 1, stream: 'stderr', line: 'x'.repeat(OUTPUT_TEXT_MAX), cut: true },
+      { time: expect.any(String), at: 2, dropped: 4821, reason: 'rate' },
+    ]);
+    // live: one message per entry, to every client
+    pub.output({ type: 'line', service: 'vmm', stream: 'stderr', line: '<b>not markup</b>', cut: false }, 300);
+    pub.output({ type: 'dropped', service: 'vmm', stream: 'stdout', count: 3, reason: 'socket' }, 301);
+    const ms = await a.waitFor(3);
+    expect(ms[1]).toEqual({ type: 'output', service: 'vmm', time: expect.any(String), at: 300, stream: 'stderr', line: '<b>not markup</b>' });
+    expect(ms[2]).toEqual({ type: 'output', service: 'vmm', time: expect.any(String), at: 301, stream: 'stdout', dropped: 3, reason: 'socket' });
+    // still bounded for the next hello
+    const b = client(pub.path!);
+    const h2 = (await b.waitFor(1))[0] as HelloMessage;
+    expect(h2.output.vmm).toHaveLength(OUTPUT_KEPT);
+    expect(h2.output.vmm!.at(-1)).toMatchObject({ dropped: 3 });
   });
 
   it('is a 0600 socket, and nothing else is left in the runtime dir', async () => {

@@ -46,7 +46,8 @@ describe.skipIf(skip || noPython)('sandbox features for real VM services', () =>
     const path = `${vm.runtimeDir}/server.sock`;
     const server = service({
       name: 'server', uid: 62001, gid: 62001,
-      sockets: [{ path, fd: 3, mode: '0660', gid: 62002 }],
+      // Both see it (clients); the file's group and mode then let only the client connect.
+      sockets: [{ path, fd: 3, mode: '0660', gid: 62002, clients: ['client', 'stranger'] }],
       // Serve two connections on the handed-over fd, then report which fds the service got.
       argv: py(vm, 'server', `s = socket.socket(fileno=3)
 assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
@@ -166,7 +167,7 @@ describe('examples/vm/make-config.mjs', () => {
     expect(vmm?.argv).toContain('q35,accel=tcg,memory-backend=mem');
     expect(vmm?.devices).toEqual([]);
     expect(vmm?.stop).toEqual({ qmp: '/run/vmsandbox/vm1/vmm/qmp.sock' });
-    expect(fsd?.sockets).toEqual([{ path: '/run/vmsandbox/vm1/virtiofsd.sock', fd: 3, mode: '0660', gid: vmm?.gid }]);
+    expect(fsd?.sockets).toEqual([{ path: '/run/vmsandbox/vm1/virtiofsd.sock', fd: 3, mode: '0660', gid: vmm?.gid, clients: ['vmm'] }]);
     expect(fsd?.securebits).toEqual(['SECBIT_NO_SETUID_FIXUP']);
     expect(fsd?.argv).toContain('--fd=3');
     expect(fsd?.uid).not.toBe(vmm?.uid);

@@ -1,7 +1,8 @@
 // vmsandbox inspect: the page. Plain ES module, no framework, nothing from the network but this
-// server's /api/state (a snapshot) and /api/events (server-sent events: sandbox, svg).
-// Data is always put in the DOM as text; the only markup inserted is the statechart SVG, which the
-// server renders from the machine definition.
+// server's /api/state (a snapshot) and /api/events (server-sent events: sandbox, svg, output).
+// Data is always put in the DOM as text (the services' output too: it is whatever a service wrote);
+// the only markup inserted is the statechart SVG, which the server renders from the machine
+// definition.
 
 // The server answers only requests that carry its token; index.html loads this script with it
 // (/app.js?token=…), so the API calls take it from here rather than from a cookie.
@@ -28,7 +29,12 @@ const state = {
   /** Position (record index) per sandbox; absent = follow the latest. */
   pos: new Map(),
   shownSvg: null,
+  /** A render of the selected sandbox's output is queued (one per frame, however many lines come). */
+  outputQueued: false,
 };
+
+/** visualizer/protocol.ts OUTPUT_KEPT: the entries kept per service, here as on the server. */
+const OUTPUT_KEPT = 200;
 
 function phaseOf(s, outcome) {
   if (!s) return 'stopped';
@@ -181,6 +187,57 @@ function renderServices(v, p) {
   $('#services tbody').replaceChildren(...rows);
 }
 
+// ---- each service's recent output (live) ----
+const DROP_WHY = { rate: 'over the rate limit', socket: "the init's buffer to the manager was full" };
+
+/** A service's entries: own properties only (a service may be called "constructor"). */
+const outputOf = (output, name) => (Object.hasOwn(output, name) ? output[name] : null);
+
+function outputItem(e) {
+  if ('dropped' in e) {
+    return el('li', { class: 'dropped', title: e.time }, `${e.dropped} line${e.dropped === 1 ? '' : 's'} dropped (${DROP_WHY[e.reason] ?? e.reason})`);
+  }
+  // The service's text, as text: never markup.
+  return el('li', { class: e.stream, title: `${e.time} · ${e.stream}` }, e.line, e.cut ? el('span', { class: 'cut' }, '[cut]') : null);
+}
+
+function renderOutput(v) {
+  const pane = $('#output');
+  const live = v.source === 'live';
+  $('#output-note').textContent = live ? `(the last ${OUTPUT_KEPT} lines of each service)` : '(live sandboxes only)';
+  const output = v.output ?? {};
+  const names = [...new Set([...(v.config?.services ?? []).map((s) => s.name), ...Object.keys(output)])];
+  if (!live) names.length = 0;
+  const blocks = names.map((name) => {
+    const entries = outputOf(output, name) ?? [];
+    const old = pane.querySelector(`.svc-output[data-service="${CSS.escape(name)}"] ol`);
+    // Follow the newest line unless the reader scrolled up.
+    const follow = !old || old.scrollTop + old.clientHeight >= old.scrollHeight - 4;
+    const top = old?.scrollTop ?? 0;
+    const ol = el('ol', { 'aria-label': `output of ${name}` }, ...entries.map(outputItem));
+    if (!entries.length) ol.append(el('li', { class: 'empty' }, 'no output yet'));
+    const block = el(
+      'section',
+      { class: 'svc-output', dataset: { service: name } },
+      el('h4', {}, name, ' ', el('span', { class: 'muted' }, `${entries.filter((e) => !('dropped' in e)).length} line(s)`)),
+      ol,
+    );
+    return { ol, follow, top, block };
+  });
+  pane.replaceChildren(...blocks.map((b) => b.block));
+  for (const b of blocks) b.ol.scrollTop = b.follow ? b.ol.scrollHeight : b.top;
+}
+
+function queueOutput() {
+  if (state.outputQueued) return;
+  state.outputQueued = true;
+  requestAnimationFrame(() => {
+    state.outputQueued = false;
+    const v = state.sandboxes.get(state.selected);
+    if (v) renderOutput(v);
+  });
+}
+
 function renderTimeline(v, p) {
   const body = $('#timeline tbody');
   const rows = [];
@@ -249,6 +306,7 @@ function renderDetail() {
   $('#position').textContent = rec ? `step ${p + 1} / ${n} · ${fmtAt(rec.at)}${following ? ' · following' : ''}${rec === last ? '' : ''}` : '';
   if (ensureChart(v)) highlight(v, p);
   renderServices(v, p);
+  renderOutput(v);
   renderTimeline(v, p);
 }
 
@@ -303,6 +361,8 @@ function wire() {
 }
 
 function upsert(v) {
+  // A `sandbox` event carries no output (that comes line by line): keep what the page has.
+  if (v.output === undefined || v.output === null) v.output = state.sandboxes.get(v.id)?.output ?? {};
   state.sandboxes.set(v.id, v);
   if (!state.selected || !state.sandboxes.has(state.selected)) state.selected = sortedSandboxes()[0]?.id ?? null;
   // A newer run of the same VM replaces an ended one in view.
@@ -349,6 +409,15 @@ async function start() {
     upsert(JSON.parse(e.data));
     renderList();
     renderDetail();
+  });
+  es.addEventListener('output', (e) => {
+    const { id, service, entry } = JSON.parse(e.data);
+    const v = state.sandboxes.get(id);
+    if (!v) return;
+    const list = outputOf(v.output, service) ?? (v.output[service] = []);
+    list.push(entry);
+    if (list.length > OUTPUT_KEPT) list.splice(0, list.length - OUTPUT_KEPT);
+    if (id === state.selected) queueOutput();
   });
 }
 
