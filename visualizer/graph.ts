@@ -9,6 +9,8 @@ export interface GraphNode {
   type: string;
   description: string | null;
   invokes: string[];
+  /** A compound state's initial child (where entering it goes); absent in graphs from before it was drawn. */
+  initial?: string | null;
 }
 
 export interface GraphEdge {
@@ -20,6 +22,8 @@ export interface GraphEdge {
 
 export interface MachineGraph {
   id: string;
+  /** The machine's initial state (the start marker points at it); absent in graphs from before it was drawn. */
+  initial?: string | null;
   nodes: GraphNode[];
   edges: GraphEdge[];
 }
@@ -49,6 +53,11 @@ function guardName(guard: unknown): string | null {
   return g.name ?? 'guard';
 }
 
+function initialOf(node: AnyStateNode, rootId: string): string | null {
+  const target = (node.initial as { target?: readonly AnyStateNode[] } | undefined)?.target?.[0];
+  return target ? stateId(target, rootId) : null;
+}
+
 export function machineGraph(machine: AnyStateMachine): MachineGraph {
   const nodes: GraphNode[] = [];
   const edges: GraphEdge[] = [];
@@ -62,6 +71,7 @@ export function machineGraph(machine: AnyStateMachine): MachineGraph {
         type: node.type,
         description: node.description ?? null,
         invokes: node.invoke.map((i: { src: unknown; id: string }) => (typeof i.src === 'string' ? i.src : i.id)),
+        initial: initialOf(node, rootId),
       });
     }
     const transitions = [...node.transitions.values()].flat();
@@ -73,7 +83,7 @@ export function machineGraph(machine: AnyStateMachine): MachineGraph {
     for (const child of Object.values(node.states) as AnyStateNode[]) walk(child);
   };
   walk(machine.root);
-  return { id: rootId, nodes, edges };
+  return { id: rootId, initial: initialOf(machine.root, rootId), nodes, edges };
 }
 
 const mermaidId = (id: string) => id.replace(/\./g, '_');
@@ -82,12 +92,12 @@ export function toMermaid(g: MachineGraph): string {
   const lines = ['stateDiagram-v2'];
   const emit = (parent: string | null, indent: string) => {
     const kids = g.nodes.filter((n) => n.parent === parent);
-    if (parent === null && kids.length) lines.push(`${indent}[*] --> ${mermaidId(kids[0]!.id)}`);
+    if (parent === null && kids.length) lines.push(`${indent}[*] --> ${mermaidId(g.initial ?? kids[0]!.id)}`);
     for (const n of kids) {
       const grand = g.nodes.filter((c) => c.parent === n.id);
       if (grand.length) {
         lines.push(`${indent}state ${mermaidId(n.id)} {`);
-        lines.push(`${indent}  [*] --> ${mermaidId(grand[0]!.id)}`);
+        lines.push(`${indent}  [*] --> ${mermaidId(n.initial ?? grand[0]!.id)}`);
         emit(n.id, indent + '  ');
         lines.push(`${indent}}`);
       }

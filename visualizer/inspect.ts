@@ -15,9 +15,9 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { machineGraph, type MachineGraph } from './graph.js';
 import { toSvg } from './graphSvg.js';
-import { parseRecording, type Note, type Recording } from './replay.js';
+import { parseRecording, readyText, type Note, type Recording } from './replay.js';
 import { sandboxMachine } from '../machines/sandbox.js';
-import { keepOutput, type ConfigSummary, type OutputEntry, type ServiceStatus, type StatusMessage, type StatusRecord } from './protocol.js';
+import { keepOutput, READY_EVENT, type ConfigSummary, type OutputEntry, type ServiceStatus, type StatusMessage, type StatusRecord } from './protocol.js';
 import { DEFAULT_RUNTIME_ROOTS, findStatusSockets, followStatus, type StatusClient } from './statusSocket.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:7390';
@@ -123,6 +123,8 @@ export function isLoopback(host: string): boolean {
 
 function noteForEvent(m: Extract<StatusMessage, { type: 'event' }>, after: number): Note {
   const e = m.event;
+  // Readiness reads as the manager's log says it (and a replay of that log shows it).
+  if (e.type === READY_EVENT) return { at: m.at, after, kind: 'ready', text: readyText(e.condition, e.ms) };
   const detail = Object.entries(e)
     .filter(([k]) => k !== 'type')
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
@@ -189,7 +191,8 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
         socket: null,
         connected: false,
         pid: null,
-        startedAt: r.records[0]?.time ?? null,
+        // A sim trace's times are virtual (from 0), a log line without a time has none: no start time to show.
+        startedAt: r.format === 'sim' || !r.records[0] || Date.parse(r.records[0].time) === 0 ? null : r.records[0].time,
         config: null,
         plan: r.plan,
         graphKey: key,

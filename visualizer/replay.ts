@@ -5,7 +5,16 @@
 import { eventLabel } from './graph.js';
 import type { ServiceStatus, StatusRecord } from './protocol.js';
 
-export type NoteKind = 'event' | 'kernel' | 'log' | 'error' | 'end' | 'violation';
+export type NoteKind = 'event' | 'ready' | 'kernel' | 'log' | 'error' | 'end' | 'violation';
+
+/**
+ * The timeline's words for the VM becoming ready: the same for the manager log's `ready` record and
+ * the status socket's READY event (inspect.ts), so a replay and the live view read alike.
+ */
+export function readyText(condition: unknown, ms: unknown): string {
+  const what = typeof condition === 'string' && condition ? condition : 'the ready condition held';
+  return typeof ms === 'number' && Number.isFinite(ms) ? `ready: ${what}, ${ms} ms after start` : `ready: ${what}`;
+}
 
 /** A timeline line that is not a state change; `after` is the seq of the record it follows (-1: none yet). */
 export interface Note {
@@ -58,9 +67,20 @@ function servicesFromPids(pids: unknown): ServiceStatus[] {
 
 const isError = (level: unknown) => level === 'error' || level === 'fatal' || (typeof level === 'number' && level >= 50);
 
-/** A manager's pino log; one Recording per VM named in it, in order of first appearance. */
+/**
+ * A manager's pino log; one Recording per run of each VM named in it (a run starts at its
+ * `xstate.init` record: an s6-log file holds every restart), in order of first appearance.
+ */
 export function parsePinoLog(text: string): Recording[] {
-  const byVm = new Map<string, Recording & { t0: number | null; vt0: number | null }>();
+  type Run = Recording & { t0: number | null; vt0: number | null };
+  const runs: Run[] = [];
+  const byVm = new Map<string, Run>();
+  const newRun = (vm: string): Run => {
+    const r: Run = { vm, format: 'pino', records: [], notes: [], plan: null, end: null, t0: null, vt0: null };
+    runs.push(r);
+    byVm.set(vm, r);
+    return r;
+  };
   for (const raw of text.split('\n')) {
     const brace = raw.indexOf('{'); // tolerate s6-log's TAI64N prefix
     if (brace < 0) continue;
@@ -72,11 +92,9 @@ export function parsePinoLog(text: string): Recording[] {
     }
     if (!o || typeof o !== 'object') continue;
     const vm = typeof o.vm === 'string' ? o.vm : '(unnamed)';
-    let rec = byVm.get(vm);
-    if (!rec) {
-      rec = { vm, format: 'pino', records: [], notes: [], plan: null, end: null, t0: null, vt0: null };
-      byVm.set(vm, rec);
-    }
+    let rec = byVm.get(vm) ?? newRun(vm);
+    // The same VM started again (s6 restarted it): a run of its own.
+    if (o.event === 'xstate.init' && typeof o.state === 'string' && rec.records.length) rec = newRun(vm);
     const wall = typeof o.time === 'string' ? Date.parse(o.time) : typeof o.time === 'number' ? o.time : NaN;
     // Simulated runs (vmsandbox demo) carry their virtual time as vt; prefer it.
     let at = 0;
@@ -109,7 +127,11 @@ export function parsePinoLog(text: string): Recording[] {
         failure,
         services: servicesFromPids(o.services),
       });
-    } else if (typeof o.exitCode === 'number') {
+    } else if (o.event === 'ready') {
+      // s6/run.ts signalReady: the vmm's ready condition held (live: the READY event).
+      rec.notes.push({ at, after, kind: 'ready', text: readyText(o.condition, o.ms) });
+    } else if (typeof o.exitCode === 'number' && o.event !== 'finish') {
+      // The run's own exit line. (`vmsandbox finish` logs an exitCode too, its own: a note below.)
       const last = rec.records[rec.records.length - 1];
       rec.end = {
         state: last?.state ?? '?',
@@ -124,7 +146,7 @@ export function parsePinoLog(text: string): Recording[] {
       rec.notes.push({ at, after, kind, text: msg || JSON.stringify(o) });
     }
   }
-  const out = [...byVm.values()].map(({ t0: _t0, vt0: _vt0, ...r }) => r);
+  const out = runs.map(({ t0: _t0, vt0: _vt0, ...r }) => r);
   if (!out.some((r) => r.records.length)) throw new Error('no state changes in this log: is it a vmsandbox manager log?');
   return out.filter((r) => r.records.length);
 }

@@ -59,6 +59,9 @@ describe.skipIf(skip)('a real sandbox in the visualizer', () => {
       await page.waitForFunction(() => document.querySelector('#current-state')?.textContent === 'running', null, { timeout: 15_000 });
       await page.locator('#last').click().catch(() => undefined);
       expect(await page.locator('#services tbody tr[data-service]').count()).toBe(2);
+      // Readiness (no `ready` configured: immediate) on the live timeline, worded as the log says it.
+      await page.waitForFunction(() => document.querySelector('#timeline tr.note.kind-ready') !== null, null, { timeout: 10_000 });
+      expect(await page.locator('#timeline tr.note.kind-ready td:last-child').textContent()).toMatch(/^eventready: immediate \(all services launched\), \d+ ms after start$/);
       // What the helper wrote to its stdout (a pipe to the init, forwarded by the manager).
       await page.waitForFunction(
         () => [...document.querySelectorAll('#output .svc-output[data-service="helper"] li.stdout')].some((li) => li.textContent === 'helper: hello from uid 62001'),

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createLogger, logTransition } from '../../cli/log.js';
 import type { TransitionRecord } from '../../machines/observe.js';
-import { detectFormat, parsePinoLog, parseRecording, parseSimTrace } from '../../visualizer/replay.js';
+import { detectFormat, parsePinoLog, parseRecording, parseSimTrace, readyText } from '../../visualizer/replay.js';
 import { simulate } from '../../sim/run.js';
 import { tempRoot } from './helpers.js';
 
@@ -93,6 +93,38 @@ describe('pino log parser', () => {
     expect(recs[0]!.records.map((r) => [r.state, r.at])).toEqual([['setup.setupNamespaces', 0], ['running', 1250]]);
     expect(recs[0]!.records[1]!.services).toEqual([{ name: 'vmm', pid: 9, uid: null, gid: null, vmm: false, cgroup: null }]);
     expect(recs[0]!.notes).toEqual([{ at: 2000, after: 1, kind: 'event', text: 'received STOP_REQUESTED' }]);
+  });
+
+  it("reads readiness as the live view words it, takes the run's own exit line as its end, and splits restarts into runs", () => {
+    const at = (t: string, o: Record<string, unknown>) => JSON.stringify({ level: 'info', time: `2026-01-01T00:00:${t}Z`, vm: 'a', ...o });
+    const text = [
+      at('00.000', { state: 'setup.setupNamespaces', event: 'xstate.init', services: {}, msg: 'x' }),
+      at('00.100', { state: 'running', event: 'xstate.done.actor.launch', services: { vmm: 9 }, msg: 'x' }),
+      at('00.412', { event: 'ready', condition: 'QMP greeting on /run/q.sock', ms: 412, notified: true, msg: 'ready: QMP greeting on /run/q.sock, 412 ms after start; s6 notified' }),
+      at('01.000', { state: 'stopped', event: 'xstate.done.actor.cleanup', outcome: 'stopped', services: {}, msg: 'x' }),
+      at('01.001', { outcome: 'stopped', exitCode: 0, errors: [], msg: 'exit 0: stopped' }),
+      at('01.050', { event: 'finish', runExitCode: 0, exitCode: 0, removed: [], msg: 'finish: run exited 0; nothing left behind' }),
+      at('03.000', { state: 'setup.setupNamespaces', event: 'xstate.init', services: {}, msg: 'x' }),
+      at('03.010', { level: 'error', state: 'teardown.kill', event: 'xstate.error.actor.mount', reason: 'mount failed', services: {}, msg: 'x' }),
+      at('03.020', { state: 'failed', event: 'xstate.done.actor.cleanup', outcome: 'setupFailed', services: {}, msg: 'x' }),
+      at('03.021', { level: 'error', outcome: 'setupFailed', exitCode: 111, errors: ['mount failed'], msg: 'exit 111' }),
+      at('03.060', { level: 'error', event: 'finish', runExitCode: 111, exitCode: 1, removed: [], msg: 'finish: run exited 111' }),
+    ].join('\n');
+    const runs = parsePinoLog(text);
+    expect(runs.map((r) => [r.vm, r.records.map((x) => x.state), r.records[0]!.time])).toEqual([
+      ['a', ['setup.setupNamespaces', 'running', 'stopped'], '2026-01-01T00:00:00.000Z'],
+      ['a', ['setup.setupNamespaces', 'teardown.kill', 'failed'], '2026-01-01T00:00:03.000Z'],
+    ]);
+    expect(runs[0]!.end).toEqual({ state: 'stopped', outcome: 'stopped', exitCode: 0, errors: [] });
+    expect(runs[1]!.end).toEqual({ state: 'failed', outcome: 'setupFailed', exitCode: 111, errors: ['mount failed'] });
+    expect(runs[1]!.records.map((r) => r.at)).toEqual([0, 10, 20]);
+    expect(runs[0]!.notes).toEqual([
+      { at: 412, after: 1, kind: 'ready', text: readyText('QMP greeting on /run/q.sock', 412) },
+      { at: 1001, after: 2, kind: 'end', text: 'exit 0: stopped' },
+      { at: 1050, after: 2, kind: 'log', text: 'finish: run exited 0; nothing left behind' },
+    ]);
+    expect(readyText('QMP greeting on /run/q.sock', 412)).toBe('ready: QMP greeting on /run/q.sock, 412 ms after start');
+    expect(runs[1]!.notes.map((n) => n.kind)).toEqual(['end', 'error']);
   });
 
   it('refuses files that are neither', () => {

@@ -26,6 +26,15 @@ describe('graph --format svg', () => {
     expect(svg).toContain('class="state compound" data-state="setup"');
     expect(svg).toContain('class="state final" data-state="failed"');
     expect(svg).not.toMatch(/NaN|undefined/);
+    // A start marker for the machine and for each compound state, at its initial state.
+    expect(g.initial).toBe('setup');
+    expect([...svg.matchAll(/<g class="start" data-parent="([^"]*)" data-to="([^"]+)">/g)].map((m) => [m[1], m[2]])).toEqual([
+      ['', 'setup'],
+      ['setup', 'setup.setupNamespaces'],
+      ['gracefulStop', 'gracefulStop.vmm'],
+      ['gracefulStop.vmm', 'gracefulStop.vmm.requesting'],
+      ['teardown', 'teardown.kill'],
+    ]);
   });
 
   it('is what the command prints', async () => {

@@ -31,6 +31,8 @@ const state = {
   shownSvg: null,
   /** A render of the selected sandbox's output is queued (one per frame, however many lines come). */
   outputQueued: false,
+  /** What the chart was last scrolled to (sandbox, step, chart, fit): it follows when that changes. */
+  chartFollowed: null,
 };
 
 /** visualizer/protocol.ts OUTPUT_KEPT: the entries kept per service, here as on the server. */
@@ -49,6 +51,21 @@ function phaseOf(s, outcome) {
 const fmtAt = (ms) => `+${(ms / 1000).toFixed(3)} s`;
 const fmtBytes = (n) => (n === undefined ? '—' : n >= 1 << 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : n >= 1 << 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(0)} KiB` : `${n} B`);
 
+const pad2 = (n) => String(n).padStart(2, '0');
+/** A start time, local, 24 h: "14:03:07", with the date when not today, with ms when `ms`. */
+function fmtStart(iso, ms = false) {
+  const d = new Date(iso ?? NaN);
+  if (Number.isNaN(d.getTime())) return null;
+  const time = `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}${ms ? `.${String(d.getMilliseconds()).padStart(3, '0')}` : ''}`;
+  return d.toDateString() === new Date().toDateString() ? time : `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${time}`;
+}
+
+/** Where a replay opens: its first failure (the step that went wrong), else its end. */
+function openingStep(v) {
+  const f = v.history.findIndex((r) => r.failure);
+  return f >= 0 ? f : Math.max(0, v.history.length - 1);
+}
+
 function sortedSandboxes() {
   return [...state.sandboxes.values()].sort((a, b) => a.vm.localeCompare(b.vm) || (a.startedAt ?? '').localeCompare(b.startedAt ?? ''));
 }
@@ -64,14 +81,23 @@ function renderList() {
   const ul = $('#sandboxes');
   ul.replaceChildren();
   const list = sortedSandboxes();
+  // Runs of one VM (a restart, a log of several runs) are told apart by their start time: to the
+  // second, or to the millisecond where two would read the same.
+  const starts = new Map();
+  for (const v of list) {
+    const k = `${v.vm}\u0000${fmtStart(v.startedAt)}`;
+    starts.set(k, (starts.get(k) ?? 0) + 1);
+  }
   for (const v of list) {
     const last = v.history[v.history.length - 1];
     const phase = phaseOf(last?.state, last?.outcome);
+    const start = fmtStart(v.startedAt, starts.get(`${v.vm}\u0000${fmtStart(v.startedAt)}`) > 1);
     const btn = el(
       'button',
       { type: 'button', dataset: { id: v.id }, 'aria-current': String(v.id === state.selected) },
       el('span', { class: 'name' }, el('span', { class: `dot phase-${phase}`, 'aria-hidden': 'true' }), v.vm),
       el('span', { class: 'state muted' }, `${last?.state ?? '—'}${v.source === 'live' && !v.connected ? ' · ended' : ''}${v.source !== 'live' ? ` · ${v.source === 'sim' ? 'sim trace' : 'log'}` : ''}`),
+      start ? el('span', { class: 'started muted', title: v.startedAt }, `started ${start}${v.source === 'live' && v.pid ? ` · pid ${v.pid}` : ''}`) : null,
     );
     btn.addEventListener('click', () => select(v.id));
     ul.append(el('li', {}, btn));
@@ -132,12 +158,18 @@ function highlight(v, p) {
     pool[0]?.classList.add('taken');
   }
   const active = chart.querySelector('.state.active');
-  if (active) {
-    // Keep the active state in view (the chart scrolls at its natural size).
+  // The chart follows the current state: when it moves (or the chart changes), the active state is
+  // brought well inside the pane (centred when it is near or past an edge). Between moves the reader
+  // may scroll the chart freely: a fresh sample of the services does not pull it back.
+  const key = `${v.id}|${p}|${rec.state}|${state.shownSvg}|${document.body.classList.contains('fit')}`;
+  if (active && state.chartFollowed !== key) {
+    state.chartFollowed = key;
     const r = active.getBoundingClientRect();
     const c = chart.getBoundingClientRect();
-    if (r.top < c.top || r.bottom > c.bottom) chart.scrollTop += r.top - c.top - c.height / 3;
-    if (r.left < c.left || r.right > c.right) chart.scrollLeft += r.left - c.left - c.width / 2 + r.width / 2;
+    const my = Math.min(80, c.height / 5);
+    const mx = Math.min(80, c.width / 5);
+    if (r.top < c.top + my || r.bottom > c.bottom - my) chart.scrollTop += r.top + r.height / 2 - (c.top + c.height / 2);
+    if (r.left < c.left + mx || r.right > c.right - mx) chart.scrollLeft += r.left + r.width / 2 - (c.left + c.width / 2);
   }
 }
 
@@ -150,6 +182,7 @@ function renderFacts(v) {
     add('socket', v.socket ?? '—');
   } else {
     add('source', v.source === 'sim' ? 'simulator trace' : 'manager log');
+    if (v.startedAt) add('started', new Date(v.startedAt).toLocaleString());
   }
   if (v.config) {
     const t = v.config.timeouts;
@@ -162,7 +195,8 @@ function renderFacts(v) {
     if (pl.fail) add('injected failure', `${pl.fail.op} call ${pl.fail.call}: ${pl.fail.errno}`);
     if (Array.isArray(pl.stopAt)) add('stop requests at', pl.stopAt.map((t) => `${t} ms`).join(', '));
   }
-  if (v.end) add('end', `${v.end.state} · ${v.end.outcome ?? '?'} · exit ${v.end.exitCode ?? '?'}`);
+  // What is known of the end, no placeholders: "failed · setupFailed · exit 111", "failed · exit 111".
+  if (v.end) add('end', [v.end.state, v.end.outcome, v.end.exitCode === null ? null : `exit ${v.end.exitCode}`].filter(Boolean).join(' · '));
   $('#facts').replaceChildren(...facts);
 }
 
@@ -170,7 +204,9 @@ function renderServices(v, p) {
   const rec = v.history[p];
   const latest = p === v.history.length - 1;
   const services = latest ? v.services : rec?.services ?? [];
-  $('#services-at').textContent = rec ? (latest ? '(now)' : `(at ${fmtAt(rec.at)})`) : '';
+  // "now" only while a manager is there to say so; a replay or an ended run shows the step's time.
+  const now = latest && v.source === 'live' && v.connected;
+  $('#services-at').textContent = rec ? (now ? '(now)' : `(at ${fmtAt(rec.at)})`) : '';
   const rows = services.map((s) =>
     el(
       'tr',
@@ -248,7 +284,7 @@ function renderTimeline(v, p) {
   }
   const noteRows = (after) =>
     (notesAfter.get(after) ?? []).map((n) =>
-      el('tr', { class: `note kind-${n.kind}${after > p ? ' future' : ''}` }, el('td', { class: 'num' }, fmtAt(n.at)), el('td', { colSpan: 3 }, el('span', { class: 'tag' }, n.kind), n.text)),
+      el('tr', { class: `note kind-${n.kind}${after > p ? ' future' : ''}` }, el('td', { class: 'num' }, fmtAt(n.at)), el('td', { colSpan: 3 }, el('span', { class: 'tag' }, n.kind === 'ready' ? 'event' : n.kind), n.text)),
     );
   rows.push(...noteRows(-1));
   v.history.forEach((r, i) => {
@@ -381,7 +417,7 @@ async function start() {
   for (const [k, svg] of Object.entries(snap.svgs)) state.svgs.set(k, svg);
   for (const v of snap.sandboxes) upsert(v);
   $('#mode').textContent = snap.mode === 'replay' ? `replay: ${snap.file}` : `live: ${snap.roots.join(', ')}`;
-  if (snap.mode === 'replay') for (const v of snap.sandboxes) state.pos.set(v.id, 0);
+  if (snap.mode === 'replay') for (const v of snap.sandboxes) state.pos.set(v.id, openingStep(v));
   renderList();
   renderDetail();
   const link = $('#link');
