@@ -6,9 +6,13 @@
 //   if the parent died before the prctl.
 // - a pidfd of the supervisor, opened once at startup and verified against /proc: pidfds cannot
 //   be recycled, so once it is held, "readable" (POLLIN) means exactly "that process exited".
-//   Node cannot put an arbitrary fd into its event loop, so it is polled (poll(2) with timeout 0,
-//   about 50 µs) every `intervalMs`. It covers the parent-died-before-prctl race and a supervisor
-//   that is not the direct parent (`--supervisor-pid`).
+//   It covers the parent-died-before-prctl race (checked once, at startup) and a supervisor that
+//   is not the direct parent (`--supervisor-pid` naming another process). Only in that last case
+//   is it watched after startup: Node cannot put an arbitrary fd into its event loop (a blocking
+//   poll through ffi-rs would hold a libuv pool thread and keep the process alive), so it is
+//   polled (poll(2) with timeout 0, about 50 µs) every `intervalMs`. When the supervisor is the
+//   parent and the parent-death signal is armed (`parentDeathSignal`), the kernel's signal is the
+//   event and nothing is polled: s6's case, where the run script execs the manager.
 
 import { readFileSync } from 'node:fs';
 import { closeFd, pidfdOpen, pollReadable } from '../effects/linux/native.js';
@@ -54,6 +58,11 @@ export function watchSupervisor(opts: {
   pid?: number;
   onDeath: (why: string) => void;
   intervalMs?: number;
+  /**
+   * PR_SET_PDEATHSIG is set on this process (before this call): the kernel signals it when its
+   * parent exits, so a supervisor that is the parent needs no polling after the startup check.
+   */
+  parentDeathSignal?: boolean;
 }): Supervisor {
   const explicit = opts.pid !== undefined;
   const pid = opts.pid ?? process.ppid;
@@ -94,7 +103,9 @@ export function watchSupervisor(opts: {
       `--supervisor-pid ${pid} (${stat.comm}) started after this manager: it cannot be its supervisor`,
     );
   }
-  if (!fired) {
+  // The signal was armed before the checks above, so a parent that is still ours now will signal.
+  const signalled = opts.parentDeathSignal === true && pid === process.ppid;
+  if (!fired && !signalled) {
     timer = setInterval(() => {
       if (pidfd !== null && pollReadable(pidfd)) die(`supervisor (pid ${pid}, ${stat?.comm}) exited`);
     }, opts.intervalMs ?? 100);

@@ -2,17 +2,16 @@
 // few helpers of native/build/libvmsandbox.so where ffi-rs is awkward (out-parameters, clone3).
 // Every wrapper returns a number >= 0 or throws an EffectError carrying the errno name.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DataType, define, open } from 'ffi-rs';
 import { EffectError } from '../port.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-
-/** native/build, found from this file both in the source tree and in dist/. */
+/** native/build, found from this file in the source tree, in dist/, and from the manager's bundle in dist/bundle/. */
 export function nativeBuildDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [resolve(here, '../../native/build'), resolve(here, '../../../native/build')];
   return candidates.find((d) => existsSync(join(d, 'libvmsandbox.so'))) ?? candidates[0]!;
 }
@@ -51,7 +50,30 @@ export function signalName(n: number): string {
 type Fns = ReturnType<typeof bind>;
 let fns: Fns | null = null;
 
+/**
+ * ffi-rs's loader asks process.report.getReport() one thing, whether libc is glibc (the header's
+ * glibcVersionRuntime), to pick its binary; a whole report costs 4-7 ms of every manager's start.
+ * While it loads, that question is answered from this process's own mappings (glibc's libc.so.6
+ * or musl's loader), and nothing else is asked of the report.
+ */
+function requireFfi(): typeof import('ffi-rs') {
+  const report = process.report;
+  const getReport = report.getReport;
+  const glibc = /\/libc\.so\.6$/m.test(readFileSync('/proc/self/maps', 'utf8'));
+  report.getReport = (() => ({ header: { glibcVersionRuntime: glibc ? 'glibc' : undefined } })) as unknown as typeof getReport;
+  try {
+    return createRequire(import.meta.url)('ffi-rs') as typeof import('ffi-rs');
+  } finally {
+    report.getReport = getReport;
+  }
+}
+
+/**
+ * ffi-rs (a native addon, outside the manager's bundle) is loaded on first use, not with this
+ * module: a command that ends before its first syscall (a config error) never pays for it.
+ */
 function bind(lib: string) {
+  const { DataType, define, open } = requireFfi();
   open({ library: 'libc', path: 'libc.so.6' });
   open({ library: 'vmsandbox', path: lib });
   const I64 = DataType.I64;

@@ -2,15 +2,22 @@
 // API (PUT /api/v1/vm.power-button over its unix socket) and an operator's command run on the host.
 // (signal goes through a pidfd or the init; qmp is in qmp.ts.) See docs/config.md, "stop".
 
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
-import { request } from 'node:http';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { EffectError } from '../port.js';
 import { killCgroup } from './cgroup.js';
 import { errnoName, nativeBuildDir } from './native.js';
 import { vetVmmSocket, type VettedSocket } from './vmmSocket.js';
+
+/**
+ * node:http and node:child_process, loaded when a stop method first needs them: most VMs never do,
+ * and loading both costs every manager's start about 5 ms.
+ */
+function builtin<T>(name: string): T {
+  return createRequire(import.meta.url)(name) as T;
+}
 
 /** How long a missing or not yet listening API socket is retried before the stop request fails. */
 export const API_CONNECT_RETRY_MS = 1000;
@@ -72,6 +79,7 @@ function powerButtonOnce(socketPath: string, signal: AbortSignal, owner: number)
     };
     const onAbort = () => settle(fail('ECANCELED', 'aborted'));
     // agent: false → one connection, "Connection: close"; the Host header is required by HTTP/1.1.
+    const { request } = builtin<typeof import('node:http')>('node:http');
     const req = request({ socketPath: vetted.path, path, method: 'PUT', agent: false, headers: { Host: 'localhost', 'Content-Length': '0', Accept: '*/*' } });
     req.on('error', (e: NodeJS.ErrnoException) => settle(fail(e.code ?? 'EIO', e.message)));
     req.on('response', (res) => {
@@ -151,6 +159,7 @@ export function runStopCommand(argv: string[], ctx: StopCommandContext, signal: 
     };
     if (ctx.vmmPid !== null) env.VMSANDBOX_VMM_PID = String(ctx.vmmPid);
     // fd 3: the helper's error channel (close-on-exec in it: EOF without data means the exec worked).
+    const { spawn } = builtin<typeof import('node:child_process')>('node:child_process');
     const child = spawn(helper, [ctx.cgroup, String(process.pid), file, ...args], { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
     let helperError = '';
     // Pipes, as asked for above (the typings cannot tell from a four-entry stdio).
