@@ -30,12 +30,13 @@ export interface CheckOptions {
 }
 
 const USAGE =
-  'usage: vmsandbox check CONFIG [--json] [--no-host]\n' +
+  'usage: vmsandbox check CONFIG [--json] [--no-host] [--quiet]\n' +
   '  Validate the VM config file CONFIG, then (on Linux) check that this host can enforce it:\n' +
   '  Landlock ABI, cgroup2 controllers for each limit, devices, programs, paths, uids.\n' +
   '  Prints "ok:/warn:/FAIL: ITEM: ..." lines and a verdict; config problems go to stderr.\n' +
   '  --json     print {"file", "ok", "config" | "problems", "host"?} on stdout instead\n' +
   '  --no-host  check the config only\n' +
+  '  --quiet    print only the warn: and FAIL: lines and the verdict\n' +
   '  exit: 0 ok (warnings allowed), 100 invalid config, 111 valid but this host cannot enforce it, 2 usage\n';
 
 type Result =
@@ -66,9 +67,9 @@ async function check(file: string, hostCheck: HostCheck | null): Promise<Result>
   return host.ok ? { ok: true, exitCode: 0, config, host } : { ok: false, exitCode: EXIT_CODES.setupFailed, config, host };
 }
 
-function formatItems(report: HostReport): string {
+function formatItems(report: HostReport, quiet: boolean): string {
   const tag = { ok: 'ok:  ', warn: 'warn:', fail: 'FAIL:' } as const;
-  return report.items.map((x) => `${tag[x.level]} ${x.item}: ${x.message}\n`).join('');
+  return report.items.filter((x) => !quiet || x.level !== 'ok').map((x) => `${tag[x.level]} ${x.item}: ${x.message}\n`).join('');
 }
 
 function plural(n: number, what: string): string {
@@ -84,7 +85,8 @@ export async function checkMain(argv: string[], options: CheckOptions = {}): Pro
   }
   const json = argv.includes('--json');
   const noHost = argv.includes('--no-host');
-  const rest = argv.filter((a) => a !== '--json' && a !== '--no-host');
+  const quiet = argv.includes('--quiet') || argv.includes('-q');
+  const rest = argv.filter((a) => a !== '--json' && a !== '--no-host' && a !== '--quiet' && a !== '-q');
   const file = rest[0];
   if (rest.length !== 1 || file === undefined || file.startsWith('-')) {
     const what = rest.length === 0 ? 'missing CONFIG' : `unexpected arguments ${rest.map((a) => JSON.stringify(a)).join(' ')}`;
@@ -104,7 +106,7 @@ export async function checkMain(argv: string[], options: CheckOptions = {}): Pro
     const vm = `vm ${result.config.name}, ${plural(n, 'service')}`;
     if (!result.host) io.out(`${file}: ok (${vm})\n`);
     else {
-      io.out(formatItems(result.host));
+      io.out(formatItems(result.host, quiet));
       const counts = `${plural(result.host.failures, 'failure')}, ${plural(result.host.warnings, 'warning')}`;
       if (result.ok) io.out(`${file}: ok (${vm}; host: ${counts})\n`);
       else io.err(`${file}: valid config (${vm}), but this host cannot enforce it: ${counts} (see the FAIL lines)\n`);

@@ -9,6 +9,7 @@
 // Without root or without s6 (or with --sim) it runs the same config's lifecycle in the simulator
 // (virtual time) and says why.
 
+import { printHelp } from './help.js';
 import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -18,23 +19,37 @@ import { demoConfigPath } from '../config/demo.js';
 import { loadConfig } from '../config/load.js';
 import type { VmConfig } from '../config/types.js';
 import { vmmOf } from '../config/types.js';
+import { lastRunPath } from '../effects/linux/owner.js';
 import { simulate } from '../sim/run.js';
 import { demoPlan } from '../sim/demoPlan.js';
 import { createLogger, logTransition } from './log.js';
+import { createTextLogger, renderer } from './logView.js';
 
 /** Where the demo config expects its stand-in vmm (inside the VM's storage, read-only to the vmm). */
 const STAND_IN = 'fake-vmm.mjs';
 /** How long the demo lets the VM run once ready, before `s6-svc -d`. */
 const RUN_MS = 1500;
 
+const USAGE =
+  'usage: vmsandbox demo [--sim [--json] | --stand-in]\n' +
+  '  Run the built-in demo VM (examples/demo.json) under a private s6 supervision tree: s6-svc -u,\n' +
+  '  readiness, s6-svc -d (the graceful stop), finish; then remove everything. As root with s6: the\n' +
+  '  real guest under QEMU when it is installed, else a QMP stand-in vmm; without root or s6, the same\n' +
+  '  lifecycle in the simulator (the output says which ran, and what to install for the real one).\n' +
+  '  --sim       the simulator, whatever this host has\n' +
+  '  --stand-in  the QMP stand-in (examples/fake-vmm.mjs) even where QEMU is installed\n' +
+  '  --json      in the simulator: the manager\'s JSON records instead of text\n' +
+  '  exit: 0 the demo ran as it should, 1 a check failed (the output says which)\n';
+
 export async function demoMain(argv: string[]): Promise<number> {
+  if (printHelp(argv, USAGE)) return 0;
   const { values } = parseArgs({
     args: argv,
-    options: { sim: { type: 'boolean', default: false }, 'stand-in': { type: 'boolean', default: false } },
+    options: { sim: { type: 'boolean', default: false }, 'stand-in': { type: 'boolean', default: false }, json: { type: 'boolean', default: false } },
   });
   const standInConfig = loadConfig(demoConfigPath);
   const why = values.sim ? '--sim was given' : await realDemoUnavailable(standInConfig);
-  if (why) return simDemo(standInConfig, why);
+  if (why) return simDemo(standInConfig, why, values.json);
   const qemu = values['stand-in'] ? null : await qemuDemoConfig();
   if (!qemu) return realDemo(standInConfig, demoConfigPath);
   try {
@@ -89,8 +104,9 @@ async function realDemoUnavailable(config: VmConfig): Promise<string | null> {
   return null;
 }
 
-async function simDemo(config: VmConfig, why: string): Promise<number> {
-  const log = createLogger(config.name);
+async function simDemo(config: VmConfig, why: string, json: boolean): Promise<number> {
+  // Text for a person; --json: the records as `run` writes them (for tools and tests).
+  const log = json ? createLogger(config.name) : createTextLogger(config.name);
   log.info({ config: demoConfigPath, backend: 'simulator', why }, `demo: ${config.name} with ${config.services.length} services, in the simulator (virtual time) because ${why}; s6 stops it at t=3000 ms`);
   let errors = 0;
   const r = await simulate(0, {
@@ -111,16 +127,10 @@ async function simDemo(config: VmConfig, why: string): Promise<number> {
 const t0 = Date.now();
 const say = (msg: string) => process.stdout.write(`${`+${((Date.now() - t0) / 1000).toFixed(3)}s`.padStart(9)}  ${msg}\n`);
 
-/** Render one line of the service's log (pino JSON from vmsandbox, plain text from its services). */
+/** Render one line of the service's log (the manager's JSON records) as `vmsandbox log` does. */
+const renderLog = renderer(Boolean(process.stdout.isTTY));
 function renderLogLine(line: string): string {
-  try {
-    const r = JSON.parse(line) as Record<string, unknown>;
-    const time = typeof r.time === 'string' ? r.time.slice(11, 23) : '';
-    const mark = r.level === 'error' ? '!' : r.level === 'warn' ? '~' : '|';
-    return `log ${mark} ${time}  ${String(r.msg)}`;
-  } catch {
-    return `log | ${' '.repeat(12)}  ${line}`;
-  }
+  return `log  ${renderLog(line).trimEnd()}`;
 }
 
 /** Follow a growing file (s6-log's `current`), line by line. */
@@ -317,6 +327,8 @@ async function realDemoLocked(config: VmConfig, configPath: string): Promise<num
     rmSync(tmp, { recursive: true, force: true });
     if (installedStandIn) rmSync(standIn, { force: true });
     clearMarkers();
+    // The run's outcome, kept for `vmsandbox status` (effects/linux/owner.ts): a demo leaves nothing.
+    rmSync(lastRunPath(config.name), { force: true });
     for (const d of [...created, ...parents]) {
       try {
         rmdirSync(d);

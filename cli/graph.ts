@@ -1,11 +1,19 @@
 // vmsandbox graph --format mermaid|dot|json|svg: print the sandbox machine.
 
+import { printHelp } from './help.js';
 import { parseArgs } from 'node:util';
 import { machineGraph, toDot, toMermaid } from '../visualizer/graph.js';
 import { toSvg } from '../visualizer/graphSvg.js';
 import { sandboxMachine } from '../machines/sandbox.js';
 
+const USAGE =
+  'usage: vmsandbox graph [--format mermaid|dot|json|svg]\n' +
+  '  Print the sandbox state machine (every state and transition), in Mermaid (default), Graphviz dot,\n' +
+  '  JSON or SVG (laid out with ELK).\n' +
+  '  exit: 0, 2 usage (an unknown format)\n';
+
 export async function graphMain(argv: string[]): Promise<number> {
+  if (printHelp(argv, USAGE)) return 0;
   const { values } = parseArgs({ args: argv, options: { format: { type: 'string', default: 'mermaid' } } });
   const g = machineGraph(sandboxMachine);
   switch (values.format) {

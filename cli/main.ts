@@ -1,6 +1,6 @@
 // The vmsandbox command line: one subcommand per job, each in its own module.
 
-import { ConfigError } from '../config/load.js';
+import { runCommand, type Command } from './command.js';
 
 const HELP = `vmsandbox — per-VM sandbox manager for VM host daemons (s6-supervised)
 
@@ -15,7 +15,14 @@ usage:
                                          s6's finish script: remove what a dead manager left (refuses a
                                          live VM; --force kills it); 125 = do not restart (config
                                          invalid, or 3 early failures in a row: a crash loop)
-  vmsandbox check CONFIG [--json]        validate a config file
+  vmsandbox status [NAME...] [--json]    each VM's state, readiness, services (pid, uid, memory, pids)
+                                         and last run; exit 3 if a NAME is not running
+  vmsandbox log [FILE|-] [--follow]      the manager's JSON records (run's output, an s6-log file) as text
+  vmsandbox s6-service CONFIG DIR [--down]
+                                         write the VM's s6 service directory (run, finish, notification-fd,
+                                         timeout-kill from the config, config.json, log/run)
+  vmsandbox check CONFIG [--json] [--quiet] [--no-host]
+                                         validate a config file, and whether this host can enforce it
   vmsandbox schema                       print the config's JSON Schema
   vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--config FILE]
                                          simulate seeds N..N+M-1 with fault injection, check invariants;
@@ -27,14 +34,18 @@ usage:
                                          the state visualizer: live sandboxes, or a recorded run (web page)
   vmsandbox help                         this text
 
-exit codes: 0 ok, 1 a check failed, 2 usage error, 100 invalid config;
-  run: 0 stopped, 2 forced, 3 powered off, 4 service crashed, 5 init died, 6 supervisor died,
-  7 teardown failed, 100 config invalid, 101 already running (another manager owns the VM),
-  111 setup failed (docs/s6.md); finish: 0, 1 refused (the VM is live), 125 do not restart.
-docs: docs/architecture.md, docs/config.md, docs/s6.md, docs/simulation.md
-`;
+  vmsandbox COMMAND --help                usage of one command
+  vmsandbox --version                    the version
 
-type Command = (argv: string[]) => Promise<number>;
+exit codes: 2 usage error (every command), 100 invalid config;
+  check: 0 ok, 111 valid config this host cannot enforce;
+  run: 0 stopped, 2 forced, 3 powered off, 4 service crashed, 5 init died, 6 supervisor died,
+  7 teardown failed, 101 already running (another manager owns the VM), 111 setup failed;
+  finish: 0, 1 refused (the VM is live), 125 do not restart; status: 3 a NAME is not running;
+  sim: 1 an invariant was violated; demo, s6-service, log, inspect: 1 failed (the output says why).
+docs: docs/architecture.md, docs/config.md, docs/s6.md, docs/linux-backend.md, docs/threat-model.md,
+  docs/simulation.md, docs/visualizer.md, docs/vm.md
+`;
 
 const commands: Record<string, () => Promise<Command>> = {
   demo: async () => (await import('./demo.js')).demoMain,
@@ -45,6 +56,9 @@ const commands: Record<string, () => Promise<Command>> = {
   sim: async () => (await import('./sim.js')).simMain,
   graph: async () => (await import('./graph.js')).graphMain,
   inspect: async () => (await import('../visualizer/inspect.js')).inspectMain,
+  's6-service': async () => (await import('./s6Service.js')).s6ServiceMain,
+  status: async () => (await import('./status.js')).statusMain,
+  log: async () => (await import('./logView.js')).logMain,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -53,22 +67,30 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return name === undefined ? 2 : 0;
   }
+  if (name === '--version' || name === 'version') {
+    process.stdout.write(`vmsandbox ${await version()}\n`);
+    return 0;
+  }
   const load = commands[name];
   if (!load) {
     process.stderr.write(`vmsandbox: unknown command "${name}"; run "vmsandbox help"\n`);
     return 2;
   }
-  try {
-    return await (await load())(rest);
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`${e.message}\n`);
-      return 100;
-    }
-    if (e instanceof Error && 'code' in e && String(e.code).startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`vmsandbox ${name}: ${e.message}\n`);
-      return 2;
-    }
-    throw e;
-  }
+  return runCommand(name, await load(), rest);
 }
+
+/** The package's version (package.json, next to dist/ and to the sources). */
+async function version(): Promise<string> {
+  const { readFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  for (const up of ['..', '../..']) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(import.meta.dirname, up, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'vmsandbox' && pkg.version) return pkg.version;
+    } catch {
+      /* not there */
+    }
+  }
+  return 'unknown';
+}
+

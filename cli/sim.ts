@@ -1,5 +1,6 @@
 // vmsandbox sim: run seeds through the simulator and check the invariants after each.
 
+import { printHelp } from './help.js';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
@@ -9,7 +10,17 @@ import { simulate } from '../sim/run.js';
 import { addRun, emptyTally, type Tally } from '../sim/tally.js';
 import { Progress, summary } from './simReport.js';
 
-const USAGE = 'usage: vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--trace] [--config FILE]';
+const USAGE =
+  'usage: vmsandbox sim [--seed N] [--runs M] [--jobs J] [--json] [--trace] [--config FILE]\n' +
+  '  Run the sandbox machine in the simulator (a model kernel, virtual time) for seeds N..N+M-1, each\n' +
+  '  with its own injected faults, and check the invariants after every run (docs/simulation.md).\n' +
+  '  --seed N       the first seed (default 1)\n' +
+  '  --runs M       how many seeds (default 1000; 1 with --trace)\n' +
+  '  --jobs J       worker threads (default: one per core; 1 with --trace or --json)\n' +
+  '  --trace        print every state and event of one run (replay one seed)\n' +
+  '  --json         one JSON line per run\n' +
+  '  --config FILE  simulate this config instead of the built-in demo\n' +
+  '  exit: 0 the invariants held in every run, 1 one was violated (the seed is printed), 2 usage';
 
 function wholeNumber(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -20,6 +31,7 @@ function wholeNumber(name: string, value: string | undefined, fallback: number):
 }
 
 export async function simMain(argv: string[]): Promise<number> {
+  if (printHelp(argv, USAGE)) return 0;
   const { values } = parseArgs({
     args: argv,
     options: {

@@ -44,10 +44,11 @@ export const LANDLOCK = {
     SIGNAL: { bit: 1 << 1, abi: 6 },
   },
   /**
-   * landlock_restrict_self() flags, ABI 7 (Linux 6.15): audit logging of denials. None is used, as
-   * before these existed. By default the kernel does not audit a program exec'd into a domain it
-   * did not create, i.e. the service; LOG_NEW_EXEC_ON would (louder audit logs for a service that
-   * touches what its rules deny).
+   * landlock_restrict_self() flags, ABI 7 (Linux 6.15): audit logging of denials. By default the
+   * kernel does not audit a program exec'd into a domain it did not create, i.e. the service;
+   * LOG_NEW_EXEC_ON (set from ABI 7 on) does, so that a service's denial is a record naming the
+   * access and the path, which the manager reads back to tell the operator the rule to add
+   * (effects/linux/landlockAudit.ts). Records exist only while the kernel's audit is enabled.
    */
   restrictSelf: {
     LOG_SAME_EXEC_OFF: { bit: 1 << 0, abi: 7 },
@@ -176,7 +177,7 @@ export function planServiceLandlock(
     abi,
     handledFs,
     scoped: scopedFor(abi),
-    restrictFlags: 0,
+    restrictFlags: abi >= LANDLOCK.restrictSelf.LOG_NEW_EXEC_ON.abi ? LANDLOCK.restrictSelf.LOG_NEW_EXEC_ON.bit : 0,
     fileAccess: FILE_ACCESS & handledFs,
     rules: [...access].map(([path, a]) => ({ path, access: a })),
     handledNet,

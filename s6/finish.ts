@@ -14,6 +14,7 @@
 //   an early failure, MAX in a row      → 125: a crash loop (see isEarlyFailure); before that 0
 //   anything else                       → 0 (s6 restarts if the service is wanted up)
 
+import { printHelp } from '../cli/help.js';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { VmConfig } from '../config/types.js';
@@ -35,7 +36,13 @@ export const DEFAULT_MAX_EARLY_FAILURES = 3;
 export const DEFAULT_MIN_UPTIME_MS = 10_000;
 
 const USAGE =
-  'usage: vmsandbox finish CONFIG [EXITCODE [SIGNAL]] [--force] [--max-early-failures N] [--min-uptime MS]\n';
+  'usage: vmsandbox finish CONFIG [EXITCODE [SIGNAL]] [--force] [--max-early-failures N] [--min-uptime MS]\n' +
+  '  s6\'s finish script: remove what a dead manager of the VM left (its cgroup, its runtime dir).\n' +
+  '  EXITCODE and SIGNAL are run\'s, as s6-supervise passes them (256: killed by SIGNAL).\n' +
+  '  It refuses while the VM\'s manager lives (never harms a live VM); --force kills it first.\n' +
+  '  --max-early-failures N  early failures in a row that make a crash loop (default 3)\n' +
+  '  --min-uptime MS         a run shorter than this that crashed is an early failure (default 10000)\n' +
+  '  exit: 0 done, 1 refused (the VM is live), 125 do not restart (config invalid, or a crash loop)\n';
 
 /**
  * Is this run's end part of a crash loop? A setup failure (111) and a refused duplicate start
@@ -84,6 +91,7 @@ function positiveInt(text: string | undefined, dflt: number): number | null {
 }
 
 export async function finishMain(argv: string[]): Promise<number> {
+  if (printHelp(argv, USAGE)) return 0;
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -4,12 +4,14 @@
 // supervisor death. Logs one pino JSON line per state change; exits with the outcome's code
 // (docs/architecture.md, docs/s6.md).
 
+import { printHelp } from '../cli/help.js';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { readyOf, vmmOf, type VmConfig } from '../config/types.js';
 import { claimRuntimeDir } from '../effects/linux/backend.js';
 import { createLinuxBackend } from '../effects/linux/index.js';
-import { linuxOwnership } from '../effects/linux/owner.js';
+import { explainFailedExit } from '../effects/linux/landlockAudit.js';
+import { linuxOwnership, writeLastRun } from '../effects/linux/owner.js';
 import { claimVm, describeHolder, describeJournal, journalIsEmpty, phaseOf, type Claim, type Phase, type VmLock } from '../effects/owner.js';
 import { EXIT_CODES } from '../machines/outcome.js';
 import { runSandbox } from '../machines/runner.js';
@@ -27,7 +29,15 @@ import { loadConfigOrLog } from './config.js';
  */
 const PARENT_DEATH_SIGNAL = 'SIGPWR';
 
-const USAGE = 'usage: vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]\n';
+const USAGE =
+  'usage: vmsandbox run CONFIG [--notify-fd N] [--supervisor-pid PID]\n' +
+  '  Build the VM\'s sandbox and run its services (root): what an s6 run script execs (docs/s6.md).\n' +
+  '  Logs pino JSON lines on stdout (vmsandbox log renders them).\n' +
+  '  --notify-fd N         write one newline to fd N once the VM is ready (s6\'s notification-fd)\n' +
+  '  --supervisor-pid PID  the supervisor (s6-supervise: "$PPID"): the VM is stopped when it dies\n' +
+  '  signals: SIGTERM stops gracefully; a second SIGTERM, or SIGINT, forces the stop\n' +
+  '  exit: 0 stopped, 2 forced, 3 powered off, 4 service crashed, 5 init died, 6 supervisor died,\n' +
+  '        7 teardown failed, 100 config invalid, 101 already running, 111 setup failed\n';
 
 function positiveInt(text: string | undefined, min: number): number | null | undefined {
   if (text === undefined) return undefined;
@@ -46,7 +56,11 @@ function adoptNotifyFd(fd: number): number {
 
 export { stopBoundMs };
 
+/** A service failing within this long of the manager's start failed early (likely a missing rule). */
+const EARLY_FAILURE_MS = 10_000;
+
 export async function runMain(argv: string[]): Promise<number> {
+  if (printHelp(argv, USAGE)) return 0;
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -95,7 +109,8 @@ export async function runMain(argv: string[]): Promise<number> {
     return EXIT_CODES.setupFailed;
   }
 
-  // Transitions and events also go to a root-only socket in the runtime dir (vmsandbox inspect).
+  // Transitions, events and the services' recent output also go to a root-only socket in the
+  // runtime dir (vmsandbox inspect).
   const status = await publishStatus({ config, log: (msg) => log.warn({ detail: msg }, msg) });
 
   // PR_SET_PDEATHSIG first (in createLinuxBackend), then the pidfd: a parent that dies in between
@@ -111,6 +126,7 @@ export async function runMain(argv: string[]): Promise<number> {
   // is only ever a field of a record (it cannot forge one of the manager's), and it never holds
   // the manager's stdout (it cannot truncate the log). Its stdout at info, its stderr at warn.
   const outputSub = backend.output$.subscribe((o) => {
+    status.output(o); // the last lines of each service, for vmsandbox inspect
     if (o.type === 'line') {
       log[o.stream === 'stdout' ? 'info' : 'warn']({ service: o.service, stream: o.stream, ...(o.cut ? { cut: true } : {}) }, o.line);
     } else {
@@ -123,7 +139,7 @@ export async function runMain(argv: string[]): Promise<number> {
   const deaths: Array<(why: string) => void> = [];
   let supervisor;
   try {
-    supervisor = watchSupervisor({ pid: supervisorArg, onDeath: (why) => deaths.forEach((d) => d(why)) });
+    supervisor = watchSupervisor({ pid: supervisorArg, parentDeathSignal: true, onDeath: (why) => deaths.forEach((d) => d(why)) });
   } catch (e) {
     if (!(e instanceof SupervisorError)) throw e;
     await status.close();
@@ -142,6 +158,16 @@ export async function runMain(argv: string[]): Promise<number> {
   const onCont = () => undefined;
   process.on('SIGHUP', onHup);
   process.on('SIGCONT', onCont);
+
+  // A service that fails: the Landlock denials its uid met, each with the rule to add
+  // (effects/linux/landlockAudit.ts). Read after the fact from the audit records: nothing at start.
+  const explainExit = (name: string) => {
+    const s = config.services.find((x) => x.name === name);
+    const p = backend.plan();
+    if (!s || !p.ok) return;
+    const x = explainFailedExit(config, s, started, Date.now() - started < EARLY_FAILURE_MS, p.plan.landlock.abi);
+    if (x) log.warn(x.fields, x.msg);
+  };
 
   let errors = 0;
   let phase: Phase = 'starting';
@@ -165,12 +191,15 @@ export async function runMain(argv: string[]): Promise<number> {
         log.info({ event: ev }, `received ${ev.type}${ev.type === 'STOP_REQUESTED' ? ` (${ev.signal}${ev.force ? ', forced' : ''})` : ''}`);
       }
       status.event(ev);
+      if (ev.type === 'SERVICE_EXITED' && (ev.code !== 0 || ev.signal !== null)) explainExit(ev.service);
     },
     // Readiness: once the machine is running, probe the vmm's condition; while it holds, tell s6.
     ready: {
       probe: (signal) => waitReady(ready, signal, vmmOf(config).uid),
       onReady: () => {
-        signalReady(log, notifyFd, ready, Date.now() - started);
+        const ms = Date.now() - started;
+        signalReady(log, notifyFd, ready, ms);
+        status.ready(describeReady(ready), ms);
         notifyFd = null;
       },
     },
@@ -193,6 +222,9 @@ export async function runMain(argv: string[]): Promise<number> {
   process.off('SIGCONT', onCont);
   if (notifyFd !== null) closeSync(notifyFd);
   endOwnership(lock, output.exitCode);
+  writeLastRun(config.name, { pid: process.pid, startedAt: new Date(started).toISOString(), endedAt: new Date().toISOString(), exitCode: output.exitCode, outcome: output.outcome, reason: output.errors[0] ?? null }, (why) =>
+    log.warn({ detail: why }, why),
+  );
   const level = output.exitCode === 0 ? 'info' : 'error';
   log[level]({ outcome: output.outcome, exitCode: output.exitCode, errors: output.errors, stopRequests: output.stopRequests }, `exit ${output.exitCode}: ${output.outcome}${output.errors.length ? `: ${output.errors[0]}` : ''}`);
   return output.exitCode;

@@ -16,7 +16,7 @@ describe('vmsandbox CLI', () => {
   it('help lists every command; no command is a usage error', () => {
     const help = vmsandbox('--help');
     expect(help.code).toBe(0);
-    for (const c of ['demo', 'run', 'finish', 'check', 'schema', 'sim', 'graph']) expect(help.out).toContain(`vmsandbox ${c}`);
+    for (const c of ['demo', 'run', 'finish', 'check', 'schema', 'sim', 'graph', 'inspect', 'status', 'log', 's6-service']) expect(help.out).toContain(`vmsandbox ${c}`);
     expect(vmsandbox().code).toBe(2);
     const bad = vmsandbox('frobnicate');
     expect(bad.code).toBe(2);
@@ -43,9 +43,34 @@ describe('vmsandbox CLI', () => {
     expect(bad.err).toContain('--format');
   });
 
-  it('demo --sim logs one JSON line per state change, each with the VM name, and ends stopped', () => {
+  it('every command answers --help with its usage on stdout and exit 0, and starts nothing; --version', () => {
+    for (const c of ['demo', 'run', 'finish', 'check', 'schema', 'sim', 'graph', 'inspect', 'status', 'log', 's6-service']) {
+      const r = vmsandbox(c, '--help');
+      expect({ c, code: r.code, err: r.err }).toEqual({ c, code: 0, err: '' });
+      expect(r.out, c).toMatch(new RegExp(`^usage: vmsandbox ${c}\\b`));
+      expect(vmsandbox(c, '-h').out).toBe(r.out);
+    }
+    // After "--" it is an argument, not a request for help.
+    const dashed = vmsandbox('run', '--', '--help');
+    expect(dashed.out).not.toMatch(/^usage:/);
+    expect(dashed.code).not.toBe(0);
+    const v = vmsandbox('--version');
+    expect(v.code).toBe(0);
+    expect(v.out).toMatch(/^vmsandbox \d+\.\d+\.\d+\n$/);
+    // The main help lists every doc.
+    for (const d of ['architecture', 'config', 's6', 'linux-backend', 'threat-model', 'simulation', 'visualizer', 'vm']) expect(vmsandbox('help').out).toContain(`docs/${d}.md`);
+  });
+
+  it('demo --sim prints text for a person (pino-pretty), --json the JSON records', () => {
+    const text = vmsandbox('demo', '--sim');
+    expect(text.code).toBe(0);
+    expect(text.out).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] INFO: demo: demo with 2 services, in the simulator/);
+    expect(text.out).toMatch(/ INFO: demo: demo finished: stopped, outcome stopped, exit 0; invariants hold /);
+  });
+
+  it('demo --sim --json logs one JSON line per state change, each with the VM name, and ends stopped', () => {
     // The real demo (under s6, as root) is tested in test/s6; --sim is the simulator fallback.
-    const r = vmsandbox('demo', '--sim');
+    const r = vmsandbox('demo', '--sim', '--json');
     expect(r.code).toBe(0);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.every((l) => l.vm === 'demo')).toBe(true);

@@ -65,7 +65,7 @@ describe('plan/landlock: masks per ABI', () => {
     expect(planServiceLandlock(0, { read: ['/usr'], write: ['/tmp'] })).toBeNull();
   });
 
-  it('read grants execute, read file and read dir; write grants every handled right; restrict_self gets no flags', () => {
+  it('read grants execute, read file and read dir; write grants every handled right; from ABI 7 the service\'s denials are audited', () => {
     expect(READ_ACCESS).toBe(FS.EXECUTE.bit | FS.READ_FILE.bit | FS.READ_DIR.bit);
     for (let abi = 1; abi <= 7; abi++) {
       const p = planServiceLandlock(abi, { read: ['/usr', '/etc'], write: ['/tmp'] })!;
@@ -73,7 +73,8 @@ describe('plan/landlock: masks per ABI', () => {
         abi,
         handledFs: handledAccessFs(abi),
         scoped: scopedFor(abi),
-        restrictFlags: 0,
+        // LOG_NEW_EXEC_ON: the service is exec'd into the domain; without it its denials are not audited.
+        restrictFlags: abi >= 7 ? LANDLOCK.restrictSelf.LOG_NEW_EXEC_ON.bit : 0,
         fileAccess: FILE_ACCESS & handledAccessFs(abi),
         rules: [
           { path: '/usr', access: 0b1101 },

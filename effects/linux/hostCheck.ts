@@ -3,6 +3,7 @@
 // ok, warn (runs, but weaker or worth a look) or fail (`vmsandbox run` would refuse or fail setup).
 // See docs/linux-backend.md ("Host check") and docs/config.md ("Validating").
 
+import { vmmFiles } from '../../config/vmmFiles.js';
 import { vmCgroupPath } from '../../plan/cgroup.js';
 import { existsSync, lstatSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,6 +17,9 @@ import { cgroupControllersFor } from './hostFacts.js';
 import { landlockAbi, nativeBuildDir } from './native.js';
 import { readRecord, runtimeDirLockPath, vmLockPath } from './owner.js';
 
+
+/** Below this, a guest asked to power off (qmp, cloudHypervisorApi, command) rarely gets there. */
+export const STOP_MS_FOR_A_GUEST = 5000;
 export type HostLevel = 'ok' | 'warn' | 'fail';
 
 export interface HostItem {
@@ -272,12 +276,21 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
   // ---- /dev/kvm and devices ----
   const kvm = statOrNull('/dev/kvm');
   const kvmOk = kvm !== null && kvm.isCharacterDevice();
-  if (kvmOk) {
+  // Only a config that grants /dev/kvm cares what this host's KVM is (a TCG-only VM does not).
+  const usesKvm = config.services.some((s) => s.devices.includes('/dev/kvm'));
+  if (usesKvm && kvmOk) {
     if (existsSync('/sys/module/kvm_pvm')) {
       add('warn', 'host./dev/kvm', 'present, from kvm_pvm (this host is itself a VM): stock guest kernels may fail under it; prefer TCG if a guest crashes');
     } else add('ok', 'host./dev/kvm', 'present');
-  } else {
+  } else if (usesKvm) {
     add('warn', 'host./dev/kvm', 'absent: VMMs must use software emulation (QEMU -accel tcg); load kvm_intel/kvm_amd for hardware acceleration');
+  }
+  // A real guest needs seconds to shut down on a power-button press; a shorter stopMs always ends
+  // in the forced stop (exit 2) for it. Fine for a stand-in vmm that exits at once.
+  const stopMs = config.timeouts.stopMs;
+  const vmm = config.services.find((s) => s.vmm);
+  if (vmm && !('signal' in vmm.stop) && stopMs < STOP_MS_FOR_A_GUEST) {
+    add('warn', 'timeouts.stopMs', `${stopMs} ms is too short for a guest to shut down after ${'qmp' in vmm.stop ? 'QMP system_powerdown' : 'its stop request'} (a Linux guest takes seconds): the stop will be forced (exit 2). Fix: ${STOP_MS_FOR_A_GUEST} or more`);
   }
   config.services.forEach((s, i) => {
     s.devices.forEach((d, j) => {
@@ -343,6 +356,7 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
       const risk = RISKY_CAPABILITIES[cap];
       if (risk) add('warn', `${p}.caps[${j}]`, `CAP_${cap}: if ${s.name} is compromised, ${risk}`);
     });
+    socketClients(config, s, p, add);
     const user = passwd.find((e) => e.uid === s.uid);
     if (user) {
       const login = !NO_LOGIN.test(user.shell);
@@ -406,6 +420,17 @@ function serviceChecks(
       add('fail', `${p}.argv[0]`, `${real} is outside the service's Landlock rules: exec would be denied. Fix: add ${dirname(real)} (or a parent) to ${p}.landlock.read`);
     } else add('ok', `${p}.argv[0]`, `${argv0} is executable by uid ${s.uid}`);
   }
+  // Files a QEMU or cloud-hypervisor command line names (-kernel, -drive file=, --disk path=, …):
+  // outside the rules, the vmm dies at start with only its own "Permission denied" to say why.
+  if (abi !== null && abi > 0) {
+    const rules = landlockRules(config, s);
+    for (const f of vmmFiles(s.argv)) {
+      const allowed = f.access === 'read' ? [...rules.read, ...rules.write] : rules.write;
+      const real = realOr(f.path);
+      if (allowed.some((r) => isUnder(real, realOr(r)))) continue;
+      add('fail', `${p}.argv[${f.arg}]`, `${f.option} ${f.path}: outside ${s.name}'s Landlock ${f.access} rules, so it cannot be opened (Permission denied when the VM starts). Fix: add "${f.path}" (or its directory) to ${p}.landlock.${f.access}`);
+    }
+  }
   // Landlock paths: a rule needs an inode, so a missing path fails the launch.
   for (const kind of ['read', 'write'] as const) {
     s.landlock[kind].forEach((path, j) => {
@@ -443,3 +468,23 @@ function serviceChecks(
     else add('ok', item, `${cmd} is executable (it runs on the host as root, unsandboxed)`);
   }
 }
+
+/**
+ * A listed client sees a handed-over socket (its view); whether it may connect is the file's
+ * owner, group and mode (connect needs write permission), unless it bypasses them. A client that
+ * sees the socket but would get EACCES is a config mistake worth a warning.
+ */
+function socketClients(config: VmConfig, s: ServiceConfig, p: string, add: (level: HostLevel, item: string, message: string) => void): void {
+  (s.sockets ?? []).forEach((sock, j) => {
+    const mode = Number.parseInt(sock.mode, 8);
+    (sock.clients ?? []).forEach((name, k) => {
+      const c = config.services.find((x) => x.name === name);
+      if (!c) return;
+      const bypass = c.caps.some((cap) => canonicalCapability(cap) === 'DAC_OVERRIDE');
+      const bit = c.uid === s.uid ? 0o200 : c.gid === sock.gid || c.groups.includes(sock.gid) ? 0o020 : 0o002;
+      if (bypass || mode & bit) return;
+      add('warn', `${p}.sockets[${j}].clients[${k}]`, `${name} sees ${sock.path} but cannot connect to it: the file is uid ${s.uid}, gid ${sock.gid}, mode ${sock.mode}, and ${name} runs as ${c.uid}:${c.gid}. Fix: "gid": ${c.gid} with "mode": "0660"`);
+    });
+  });
+}
+

@@ -3,6 +3,8 @@
 // <LOCK_DIR>/vm.<name>.lock         the VM's lock; holds the owner's record and the journal (JSON)
 // <LOCK_DIR>/dir.<sha256>.lock      the runtime directory's lock (two configs, one runtime dir)
 // <LOCK_DIR>/vm.<name>.failures     `vmsandbox finish`'s count of early failures in a row
+// <LOCK_DIR>/vm.<name>.last         how the VM's last run ended (`vmsandbox status`): one small
+//                                   file per VM name, replaced by each run; rm it to forget a VM
 //
 // Why flock: the kernel drops it when the last descriptor of the open file goes, so a SIGKILLed
 // manager's lock is free at once, and nothing is ever "stale by guess". Node opens every file
@@ -13,7 +15,7 @@
 // owner. The directory is created by root, 0700, and checked: a lock root does not trust is refused.
 
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../../config/types.js';
 import type { Claim, Journal, OwnerRecord, OwnershipPort, Phase, VmLock } from '../owner.js';
@@ -50,6 +52,53 @@ export function runtimeDirLockPath(runtimeDir: string, dir = LOCK_DIR): string {
 
 export function failuresPath(name: string, dir = LOCK_DIR): string {
   return join(dir, `vm.${name}.failures`);
+}
+
+export function lastRunPath(name: string, dir = LOCK_DIR): string {
+  return join(dir, `vm.${name}.last`);
+}
+
+/** How a run ended, as its manager recorded it (`vmsandbox status`). */
+export interface LastRun {
+  pid: number;
+  startedAt: string;
+  endedAt: string;
+  exitCode: number;
+  outcome: string;
+  /** The first error, if the run had one. */
+  reason: string | null;
+}
+
+/**
+ * Record how this run ended. A convenience for the operator: a failure is told to `onError` and
+ * changes nothing else. Written to a new file and renamed over the old one, in the root-only lock
+ * directory (no service can plant a link there), so a reader never sees half a record.
+ */
+export function writeLastRun(name: string, run: LastRun, onError: (why: string) => void, dir = LOCK_DIR): void {
+  const path = lastRunPath(name, dir);
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    lockDir(dir);
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    try {
+      writeSync(fd, `${JSON.stringify({ vm: name, ...run })}\n`);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    onError(`could not record the last run in ${path}: ${(e as Error).message}`);
+  }
+}
+
+export function readLastRun(name: string, dir = LOCK_DIR): (LastRun & { vm: string }) | null {
+  try {
+    const r = JSON.parse(readFileSync(lastRunPath(name, dir), 'utf8')) as LastRun & { vm: string };
+    return typeof r === 'object' && r !== null && typeof r.exitCode === 'number' && r.vm === name ? r : null;
+  } catch {
+    return null;
+  }
 }
 
 function parseRecord(text: string): OwnerRecord | null {

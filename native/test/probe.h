@@ -28,7 +28,7 @@ __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...) {
 }
 
 /* `<what> rc=<n>`, or `<what> rc=-1 errno=<NAME>`. */
-static void report(const char *what, long rc) {
+__attribute__((unused)) static void report(const char *what, long rc) {
     if (rc >= 0) {
         say("%s rc=%ld\n", what, rc);
         return;

@@ -79,6 +79,12 @@ describe.skipIf(skip)('vmsandbox check: host report (real host)', () => {
     expect(io.stderr).toBe('');
     expect(io.stdout).toMatch(/^ok: {3}landlock\.minAbi: the kernel offers Landlock ABI \d/m);
     expect(io.stdout.trimEnd().split('\n').at(-1)).toMatch(new RegExp(`^${file}: ok \\(vm hostcheck, 2 services; host: 0 failures, \\d+ warnings?\\)$`));
+    // --quiet: the same verdict, without the ok: lines.
+    const quiet = capture();
+    expect(await checkMain([file, '--quiet'], { io: quiet })).toBe(0);
+    expect(quiet.stdout).not.toMatch(/^ok: /m);
+    expect(quiet.stdout.trimEnd().split('\n').at(-1)).toBe(io.stdout.trimEnd().split('\n').at(-1));
+    expect(quiet.stdout.split('\n').filter((l) => l.startsWith('warn:'))).toEqual(io.stdout.split('\n').filter((l) => l.startsWith('warn:')));
     // --no-host: the config only, as before the host check existed.
     const plain = capture();
     expect(await checkMain([file, '--no-host'], { io: plain })).toBe(0);
@@ -92,6 +98,19 @@ describe.skipIf(skip)('vmsandbox check: host report (real host)', () => {
       { level: 'warn', item: 'services[0].caps[0]', message: expect.stringMatching(/^CAP_SETUID: if helper is compromised, it becomes any uid/) },
       { level: 'warn', item: 'services[0].caps[2]', message: expect.stringMatching(/^CAP_FOWNER: if helper is compromised, it chmods/) },
     ]);
+  });
+
+  it('a socket client that sees the socket but whose uid and group the mode shuts out is a warning with the fix', async () => {
+    const sock = (over: object) => (c: any) => (c.services[0].sockets = [{ path: `${c.runtimeDir}/fs.sock`, fd: 3, clients: ['vmm'], ...over }]);
+    const shut = await report(configFile(sock({ mode: '0600' })));
+    expect(failed(shut)).toEqual([]);
+    expect(shut.items.filter((x) => x.item.startsWith('services[0].sockets'))).toEqual([
+      { level: 'warn', item: 'services[0].sockets[0].clients[0]', message: expect.stringMatching(/^vmm sees .*fs\.sock but cannot connect to it: .*Fix: "gid": 62002 with "mode": "0660"$/) },
+    ]);
+    // The group grants it; or the client bypasses modes: no warning.
+    for (const ok of [await report(configFile(sock({ mode: '0660', gid: 62002 }))), await report(configFile((c) => (sock({ mode: '0600' })(c), (c.services[1].caps = ['CAP_DAC_OVERRIDE'])))) ]) {
+      expect(ok.items.filter((x) => x.item.startsWith('services[0].sockets'))).toEqual([]);
+    }
   });
 
   it('a missing argv[0] fails with its field path; exit 111 (valid config, this host cannot run it)', async () => {
@@ -139,11 +158,28 @@ describe.skipIf(skip)('vmsandbox check: host report (real host)', () => {
     const r = await report(file);
     expect(failed(r)).toEqual(['services[1].devices[1]', 'storage']);
     expect(levelOf(r, 'services[1].devices[0]')).toEqual(['ok']);
-    // /dev/kvm is reported whatever the host has: ok for real KVM, warn for kvm_pvm (a VM host)
-    // or for no KVM at all. Which one depends on the host, so assert the rule, not one answer.
+    // A config without /dev/kvm (TCG) is told nothing about this host's KVM.
+    expect(r.items.find((x) => x.item === 'host./dev/kvm')).toBeUndefined();
+  });
+
+  it('/dev/kvm is reported for a config that grants it: ok for real KVM, warn for kvm_pvm (a VM host) or none', async () => {
+    const r = await report(configFile((c) => (c.services[1].devices = ['/dev/kvm'])));
+    // Which one depends on the host, so assert the rule, not one answer.
     const kvm = r.items.find((x) => x.item === 'host./dev/kvm')!;
     const expected = !r.facts.kvm ? 'warn' : existsSync('/sys/module/kvm_pvm') ? 'warn' : 'ok';
     expect(kvm.level, kvm.message).toBe(expected);
+  });
+
+  it('warns that a stopMs below 5 s cannot let a guest shut down, unless the vmm is stopped by a signal', async () => {
+    const qmp = (c: any) => (c.services[1].stop = { qmp: `${c.runtimeDir}/vmm/qmp.sock` });
+    const short = await report(configFile((c) => (qmp(c), (c.timeouts = { stopMs: 50 }))));
+    expect(short.items.filter((x) => x.item === 'timeouts.stopMs')).toEqual([
+      { level: 'warn', item: 'timeouts.stopMs', message: expect.stringMatching(/^50 ms is too short for a guest to shut down after QMP system_powerdown .* Fix: 5000 or more$/) },
+    ]);
+    const long = await report(configFile((c) => (qmp(c), (c.timeouts = { stopMs: 10000 }))));
+    expect(long.items.filter((x) => x.item === 'timeouts.stopMs')).toEqual([]);
+    const signal = await report(configFile((c) => (c.timeouts = { stopMs: 50 })));
+    expect(signal.items.filter((x) => x.item === 'timeouts.stopMs')).toEqual([]);
   });
 
   it('a limit whose controller cgroup v2 lacks: FAIL, or warn with cgroup.limitsOptional', async (ctx) => {

@@ -41,6 +41,8 @@ interface Options {
   rawConfig?: string;
   /** The whole config, made for the test VM (instead of the fake vmm's). */
   makeConfig?: (vm: TestVm) => object;
+  /** Write the service directory with `vmsandbox s6-service` (the operator's generator). */
+  generated?: boolean;
 }
 
 let fx: Fixture | null = null;
@@ -84,8 +86,13 @@ async function setup(opts: Options = {}): Promise<Fixture> {
   const { file, bound } = writeConfig(vm, opts);
   const scan = new Scan(join(mkdtempSync('/tmp/vmsandbox-s6-'), 'scan'));
   const svc = scan.service(NAME);
-  writeServiceDir(svc, file, null, { down: true });
-  writeFileSync(join(svc, 'timeout-kill'), `${bound + 2000}\n`);
+  if (opts.generated) {
+    const gen = spawnSync(join(repoRoot, 'bin', 'vmsandbox'), ['s6-service', file, svc, '--down'], { encoding: 'utf8' });
+    expect(gen.status, gen.stderr).toBe(0);
+  } else {
+    writeServiceDir(svc, file, null, { down: true });
+    writeFileSync(join(svc, 'timeout-kill'), `${bound + 2000}\n`);
+  }
   scan.start();
   const logFile = join(svc, 'log', 'main', 'current');
   const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').filter(Boolean) : []);
@@ -211,6 +218,27 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     expect(f.records().find((r) => r.event === 'finish')).toMatchObject({ runExitCode: 0, exitCode: 0, removed: [] });
     expect(await f.scan.svstat(NAME)).toMatchObject({ up: false, exitcode: 0, wantedup: false });
     expect(await settled(f.vm)).toEqual([]);
+  });
+
+  it('the directory vmsandbox s6-service writes runs the VM: ready, stopped gracefully, nothing left', async () => {
+    const f = await setup({ generated: true, timeouts: { stopMs: 4000, killMs: 1500 } });
+    const svc = join(f.scan.dir, NAME);
+    // timeout-kill from the config: stopMs + killMs + cleanup (2000), plus 2000 for Node to start.
+    expect(readFileSync(join(svc, 'timeout-kill'), 'utf8')).toBe(`${4000 + 1500 + 2000 + 2000}\n`);
+    expect(readFileSync(join(svc, 'notification-fd'), 'utf8').trim()).toBe('3');
+    // The manager by absolute path: s6-svscan's PATH need not hold it.
+    expect(readFileSync(join(svc, 'run'), 'utf8')).toContain(`exec ${join(repoRoot, 'bin', 'vmsandbox')} run --notify-fd 3 --supervisor-pid "$PPID" ./config.json`);
+    expect(readFileSync(join(svc, 'finish'), 'utf8')).toContain(`${join(repoRoot, 'bin', 'vmsandbox')} finish ./config.json $@`);
+    await startReady(f);
+    expect(await f.scan.svstat(NAME)).toMatchObject({ up: true, ready: true });
+    track(f.vm);
+    await stopAndWaitDown(f);
+    expect(f.records().find((r) => r.event === 'finish')).toMatchObject({ runExitCode: 0, exitCode: 0 });
+    expect(await settled(f.vm)).toEqual([]);
+    // A second generation into the same (now non-empty) directory refuses rather than overwrite a live service's files.
+    const again = spawnSync(join(repoRoot, 'bin', 'vmsandbox'), ['s6-service', f.configFile, svc], { encoding: 'utf8' });
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/exists and is not empty/);
   });
 
   it('a vmm that ignores the stop request is forced at stopMs: exit 2, nothing left', async () => {

@@ -3,7 +3,7 @@
 
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { failuresPath, readRecord, runtimeDirLockPath, vmLockPath } from '../../../effects/linux/owner.js';
+import { failuresPath, lastRunPath, readRecord, runtimeDirLockPath, vmLockPath } from '../../../effects/linux/owner.js';
 import { cgroupParentDir, TEST_RUNTIME_ROOT } from './paths.js';
 import type { TestVm } from './vm.js';
 
@@ -67,7 +67,7 @@ export function forceCleanup(vm: TestVm): void {
   rmSync(vm.storage, { recursive: true, force: true });
   rmSync(vm.scratch, { recursive: true, force: true });
   // The test VM's lock files (tests only: its name is never used again, nobody holds them now).
-  for (const f of [vmLockPath(vm.name), runtimeDirLockPath(vm.runtimeDir), failuresPath(vm.name)]) rmSync(f, { force: true });
+  for (const f of [vmLockPath(vm.name), runtimeDirLockPath(vm.runtimeDir), failuresPath(vm.name), lastRunPath(vm.name)]) rmSync(f, { force: true });
 }
 
 function safeReaddir(dir: string): string[] {

@@ -33,6 +33,8 @@ export async function finishFromJournal(config: VmConfig): Promise<void> {
 
 /** A `vmsandbox run CONFIG` child, its stdout parsed as pino JSON lines as they arrive. */
 export interface RunningManager {
+  /** The manager's pid (bin/vmsandbox execs node: the same process). */
+  pid: number;
   lines: Record<string, unknown>[];
   exited: Promise<number | null>;
   stderr(): string;
@@ -67,6 +69,7 @@ export function spawnRun(file: string): RunningManager {
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const log = () => `${lines.map((l) => JSON.stringify(l)).join('\n')}\n--- stderr ---\n${stderr}`;
   return {
+    pid: child.pid!,
     lines,
     exited,
     stderr: () => stderr,

@@ -41,8 +41,9 @@ export function staticCcSkipReason(): string | null {
  *   escape-helper  subcommands probing escapes (ptrace, pidfd, cgroup moves, setuid); see its source
  *   reaper         a subreaper running a command and reporting every process it reaps (underReaper)
  *   seccomp-probe  user namespaces, clone3, the i386 table, same-uid siblings, keyrings; see its source
+ *   audit-ctl      the kernel's audit switch (what auditctl -s / -e do)
  */
-export function testProgram(name: 'escape-helper' | 'reaper' | 'seccomp-probe'): string {
+export function testProgram(name: 'escape-helper' | 'reaper' | 'seccomp-probe' | 'audit-ctl'): string {
   execFileSync('make', ['-s', '-C', join(repoRoot, 'native'), 'test-programs'], { stdio: 'inherit' });
   return join(repoRoot, 'native', 'build', 'test', name);
 }
