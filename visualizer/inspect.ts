@@ -5,6 +5,7 @@
 // Every request must carry the secret token of this run (in the URL printed at start, as notebook
 // servers do): loopback is reachable by every local user, so the address alone proves nothing.
 
+import { printHelp } from '../cli/help.js';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -21,7 +22,15 @@ import { keepOutput, READY_EVENT, type ConfigSummary, type OutputEntry, type Ser
 import { DEFAULT_RUNTIME_ROOTS, findStatusSockets, followStatus, type StatusClient } from './statusSocket.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:7390';
-const USAGE = 'usage: vmsandbox inspect [--listen HOST:PORT] [--runtime-root DIR ...] [--replay FILE]';
+const USAGE =
+  'usage: vmsandbox inspect [--listen HOST:PORT] [--runtime-root DIR ...] [--replay FILE]\n' +
+  '  The state visualizer: a read-only web page (open the URL it prints, with its ?token=) showing\n' +
+  '  every sandbox running under the runtime roots, live (root: it reads their status sockets), or a\n' +
+  '  recorded run (docs/visualizer.md).\n' +
+  `  --listen HOST:PORT    where to serve (default ${DEFAULT_LISTEN})\n` +
+  '  --runtime-root DIR    where runtime dirs live (default /run/vmsandbox; repeatable)\n' +
+  '  --replay FILE         a manager\'s log (s6-log\'s current) or a `vmsandbox sim --trace` output\n' +
+  '  exit: 1 the port is taken or the file unreadable, 2 usage; otherwise it serves until SIGINT';
 
 /** One sandbox as the page shows it (live from a status socket, or replayed from a file). */
 export interface SandboxView {
@@ -400,6 +409,7 @@ export async function startInspector(opts: InspectorOptions = {}): Promise<Inspe
 }
 
 export async function inspectMain(argv: string[]): Promise<number> {
+  if (printHelp(argv, USAGE)) return 0;
   const { values } = parseArgs({
     args: argv,
     options: {
