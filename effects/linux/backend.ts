@@ -364,10 +364,16 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
           await lchown(d.path, d.uid, d.gid);
           executed.push(line.dir(d));
         }
-        for (const op of plan.mounts) {
+        // Pipelined: every request is written at once and the init answers them in order, so the
+        // plan costs one round trip, not one per operation. The first failure is the one reported;
+        // the requests after it run in the VM's own mount namespace (a slave of the host's: nothing
+        // propagates back), which the failed setup then tears down with the init.
+        const replies = plan.mounts.map((op) => c.request('mount', op.verb, ...opArgs(op)));
+        for (const r of replies) r.catch(() => undefined); // each is awaited below, in order
+        for (const [i, op] of plan.mounts.entries()) {
           if (signal.aborted) throw aborted('mount');
           try {
-            await abortable('mount', c.request('mount', op.verb, ...opArgs(op)), signal);
+            await abortable('mount', replies[i]!, signal);
           } catch (e) {
             if (e instanceof EffectError && e.errno !== 'ECANCELED') throw explainMountError(config, op, describeOp(op), e);
             throw e;
