@@ -43,7 +43,7 @@ export function renderer(colorize: boolean): (line: string) => string {
   const pretty = prettyFactory({
     colorize,
     translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
-    ignore: 'pid,hostname,vm,services',
+    ignore: 'pid,hostname,vm,cmd,services',
     // The VM first, unless the message already names it ("demo: …").
     messageFormat: (log: Record<string, unknown>) => {
       const vm = typeof log.vm === 'string' ? log.vm : '';
@@ -70,10 +70,10 @@ export function renderer(colorize: boolean): (line: string) => string {
  * A logger like createLogger's (cli/log.ts: the same records), written as text for a person at a
  * terminal (the demo). `run` keeps JSON: s6-log stores it and `vmsandbox log` renders it.
  */
-export function createTextLogger(vm: string, write: (text: string) => void = (t) => void process.stdout.write(t)): Logger {
+export function createTextLogger(vm: string | Record<string, unknown>, write: (text: string) => void = (t) => void process.stdout.write(t)): Logger {
   const render = renderer(Boolean(process.stdout.isTTY));
   return pino(
-    { base: { vm }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
+    { base: typeof vm === 'string' ? { vm } : vm, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
     { write: (line: string) => write(render(line.trimEnd())) },
   );
 }

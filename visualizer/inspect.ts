@@ -5,6 +5,7 @@
 // Every request must carry the secret token of this run (in the URL printed at start, as notebook
 // servers do): loopback is reachable by every local user, so the address alone proves nothing.
 
+import { createTextLogger } from '../cli/logView.js';
 import { printHelp } from '../cli/help.js';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -142,7 +143,8 @@ function noteForEvent(m: Extract<StatusMessage, { type: 'event' }>, after: numbe
 }
 
 export async function startInspector(opts: InspectorOptions = {}): Promise<Inspector> {
-  const log = opts.log ?? pino({ base: { cmd: 'inspect' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } });
+  // A person runs inspect at a terminal: text (pino-pretty), not JSON.
+  const log = opts.log ?? createTextLogger({ cmd: 'inspect' });
   const { host, port } = parseListen(opts.listen ?? DEFAULT_LISTEN);
   if (!isLoopback(host)) {
     if (!opts.explicitListen) throw new Error(`refusing to listen on ${host}: not a loopback address (give --listen explicitly to expose every sandbox's status)`);

@@ -162,16 +162,20 @@ describe('inspect', () => {
     const file = join(tempRoot(), 'seed5.trace');
     (await import('node:fs')).writeFileSync(file, text);
     const child = spawn(bin, ['inspect', '--replay', file, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const printed = await new Promise<string>((resolve, reject) => {
       let out = '';
       child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         const i = out.indexOf('\n');
-        if (i >= 0) resolve(JSON.parse(out.slice(0, i)));
+        if (i >= 0) resolve(out.slice(0, i));
       });
       child.on('exit', (code) => reject(new Error(`exited ${code}`)));
     });
-    expect(line).toMatchObject({ level: 'info', mode: 'replay' });
+    // Text for a person (pino-pretty): the URL in the message, the record's fields after it.
+    const m = /^\[[^\]]+\] INFO: vmsandbox inspect: (\S+) (\{.*\})$/.exec(printed);
+    expect(m, printed).not.toBeNull();
+    const line = JSON.parse(m![2]!) as Record<string, unknown>;
+    expect(line).toMatchObject({ mode: 'replay', url: m![1] });
     expect(String(line.url)).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]{43}$/);
     const api = new URL(String(line.url));
     api.pathname = '/api/state';
