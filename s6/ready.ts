@@ -2,7 +2,7 @@
 // launched. Ready means: s6 may start what depends on this VM.
 
 import { watch, type FSWatcher } from 'node:fs';
-import { lstat, stat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename, dirname } from 'node:path';
 import type { ReadyCondition } from '../config/types.js';
@@ -18,7 +18,7 @@ const ABSENT_RECHECK_MS = 1000;
 
 export function describeReady(c: ReadyCondition): string {
   if (c === 'immediate') return 'immediate (all services launched)';
-  if ('socket' in c) return `socket ${c.socket} exists`;
+  if ('socket' in c) return `the vmm's socket ${c.socket} exists`;
   return `QMP greeting on ${c.qmp}`;
 }
 
@@ -127,6 +127,20 @@ class EntryWatch {
 const exists = (path: string) => lstat(path).then(() => true, () => false);
 
 /**
+ * The `socket` condition: a socket of the vmm's uid at the path, reached as the QMP probe reaches
+ * one (vmmSocket.ts). Not a bare stat(2): root would follow a link the vmm planted there to any path
+ * of the host, and count a file that is not the vmm's socket as its readiness.
+ */
+function vmmSocketExists(path: string, owner: number): boolean {
+  try {
+    vetVmmSocket('ready', path, owner).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Resolve true once the condition holds, false if `signal` aborts first. No fixed polling while the
  * vmm has not created its socket yet: the probe waits for the socket's directory to change. Only a
  * socket that exists and does not answer yet (or a directory that cannot be watched) is retried
@@ -141,7 +155,7 @@ export async function waitReady(c: ReadyCondition, signal: AbortSignal, owner: n
       // Armed before the attempt, so a socket created during it wakes the wait below at once.
       const watched = entry.arm();
       if ('socket' in c) {
-        if (await stat(c.socket).then(() => true, () => false)) return !signal.aborted;
+        if (vmmSocketExists(c.socket, owner)) return !signal.aborted;
       } else if (await qmpGreeting(c.qmp, signal, owner)) {
         return !signal.aborted;
       }

@@ -2,7 +2,7 @@
 // creation in its directory is what wakes it. These tests freeze the timers (vitest's fake
 // setTimeout), so a probe that depended on a timer to look again would never see the socket.
 
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,8 +70,26 @@ describe('waitReady', () => {
     const p = waitReady({ socket: path }, AbortSignal.timeout(20_000), uid);
     await settle();
     mkdirSync(dir);
-    writeFileSync(path, '');
+    await listen(path, false);
     expect(await p).toBe(true);
+  });
+
+  it('socket: only the vmm\'s own socket counts: not a file, not a link planted at the path, not another uid\'s socket', async () => {
+    const dir = mkdtempSync(join(scratch, 'vet-'));
+    const path = join(dir, 'api.sock');
+    const elsewhere = join(mkdtempSync(join(scratch, 'other-')), 'root.sock');
+    await listen(elsewhere, false);
+    const notReady = async (why: string, owner = uid) => expect(await waitReady({ socket: path }, AbortSignal.timeout(150), owner), why).toBe(false);
+    writeFileSync(path, '');
+    await notReady('a regular file');
+    rmSync(path);
+    symlinkSync(elsewhere, path);
+    await notReady('a symlink to a socket elsewhere');
+    rmSync(path);
+    await listen(path, false);
+    await notReady('a socket of another uid than the vmm\'s', uid + 62002);
+    // Control: the same socket, its owner being the vmm's uid.
+    expect(await waitReady({ socket: path }, AbortSignal.timeout(1000), uid)).toBe(true);
   });
 
   it('immediate is ready at once, unless aborted', async () => {
