@@ -6,14 +6,14 @@
 // (visualizer/statusSocket.ts) gives its state, history, readiness and services; the cgroup leaves
 // give each service's memory and pids in use; vm.<name>.last says how the last run ended.
 
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { findCgroup2Mount } from '../effects/linux/cgroup.js';
 import { LOCK_DIR, readLastRun, readRecord, vmLockPath, type LastRun } from '../effects/linux/owner.js';
 import type { OwnerRecord } from '../effects/owner.js';
 import { READY_EVENT, STATUS_SOCKET, type HelloMessage, type ServiceStatus } from '../visualizer/protocol.js';
-import { followStatus } from '../visualizer/statusSocket.js';
+import { followStatus, readCounter } from '../visualizer/statusSocket.js';
 import { processIo, type CliIo } from './io.js';
 
 const USAGE =
@@ -84,13 +84,7 @@ function hello(path: string): Promise<HelloMessage> {
 }
 
 function counter(root: string | null, cgroup: string | null, file: string): number | null {
-  if (!root || !cgroup) return null;
-  try {
-    const v = Number(readFileSync(join(root, cgroup, file), 'utf8').trim());
-    return Number.isFinite(v) ? v : null;
-  } catch {
-    return null;
-  }
+  return root && cgroup ? (readCounter(join(root, cgroup, file)) ?? null) : null;
 }
 
 function cgroupRoot(): string | null {

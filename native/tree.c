@@ -11,14 +11,22 @@
 #include "proto.h"
 #include "tree.h"
 
-int mkdir_p(const char *path) {
-    char buf[PATH_MAX];
+/* Copy an absolute path into buf (PATH_MAX bytes); its length, or -1 with EINVAL. */
+static long copy_path(char *buf, const char *path) {
     size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf || path[0] != '/') {
+    if (n == 0 || n >= PATH_MAX || path[0] != '/') {
         errno = EINVAL;
         return -1;
     }
     memcpy(buf, path, n + 1);
+    return (long)n;
+}
+
+int mkdir_p(const char *path) {
+    char buf[PATH_MAX];
+    long len = copy_path(buf, path);
+    if (len < 0) return -1;
+    size_t n = (size_t)len;
     for (size_t i = 1; i <= n; i++) {
         if (buf[i] != '/' && buf[i] != '\0') continue;
         char c = buf[i];
@@ -36,12 +44,7 @@ int tree_clone(const char *path) {
 /* Parents of path (not path itself). */
 static int mkdir_parents(const char *path) {
     char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf || path[0] != '/') {
-        errno = EINVAL;
-        return -1;
-    }
-    memcpy(buf, path, n + 1);
+    if (copy_path(buf, path) < 0) return -1;
     char *slash = strrchr(buf, '/');
     if (slash == buf) return 0;
     *slash = '\0';

@@ -73,7 +73,8 @@ const MAX_HISTORY = 10_000;
 /** Services whose output is kept (the init runs at most 64). */
 const MAX_OUTPUT_SERVICES = 256;
 
-function readCounter(path: string): number | undefined {
+/** A cgroup counter file (memory.current, pids.current), or undefined where the kernel has none. */
+export function readCounter(path: string): number | undefined {
   try {
     const v = Number(readFileSync(path, 'utf8').trim());
     return Number.isFinite(v) ? v : undefined;

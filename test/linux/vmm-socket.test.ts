@@ -38,6 +38,19 @@ function firstLine(path: string): Promise<string> {
   });
 }
 
+/** VM B whose vmm (of `uid`) runs `plant` (a shell command planting a link), stopped over QMP at `qmp`; running, `qmp` there. */
+async function startPlanter(b: TestVm, uid: number, plant: string, qmp: string) {
+  const run = start(
+    vmConfig(b, [service({ name: 'vmm', vmm: true, uid, gid: uid, argv: ['/bin/sh', '-c', `${plant} && exec sleep 1000`], stop: { qmp } })], {
+      timeouts: { setupMs: 10_000, stopMs: 3000, killMs: 2000 },
+    }),
+    b,
+  );
+  await run.waitFor('running');
+  expect(await until(() => existsSync(qmp), 5000)).toBe(true);
+  return run;
+}
+
 describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
   const vms: TestVm[] = [];
   afterEach(() => {
@@ -72,16 +85,7 @@ describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
     const b = newTestVm();
     vms.push(b);
     const qmpB = `${b.runtimeDir}/vmm/qmp.sock`;
-    const runB = start(
-      vmConfig(
-        b,
-        [service({ name: 'vmm', vmm: true, uid: 62003, gid: 62003, argv: ['/bin/sh', '-c', `ln -s ${qmpA} ${qmpB} && exec sleep 1000`], stop: { qmp: qmpB } })],
-        { timeouts: { setupMs: 10_000, stopMs: 3000, killMs: 2000 } },
-      ),
-      b,
-    );
-    await runB.waitFor('running');
-    expect(await until(() => existsSync(qmpB), 5000)).toBe(true);
+    const runB = await startPlanter(b, 62003, `ln -s ${qmpA} ${qmpB}`, qmpB);
 
     // Control: as root, the planted path leads to VM A's QMP.
     expect(await firstLine(qmpB)).toMatch(/"QMP"/);
@@ -129,16 +133,7 @@ describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
     const b = newTestVm();
     vms.push(b);
     const qmpB = `${b.runtimeDir}/vmm/qemu/qmp.sock`;
-    const runB = start(
-      vmConfig(
-        b,
-        [service({ name: 'vmm', vmm: true, uid: 62002, gid: 62002, argv: ['/bin/sh', '-c', `ln -s ${a.runtimeDir}/vmm/qemu ${b.runtimeDir}/vmm/qemu && exec sleep 1000`], stop: { qmp: qmpB } })],
-        { timeouts: { setupMs: 10_000, stopMs: 3000, killMs: 2000 } },
-      ),
-      b,
-    );
-    await runB.waitFor('running');
-    expect(await until(() => existsSync(qmpB), 5000)).toBe(true);
+    const runB = await startPlanter(b, 62002, `ln -s ${a.runtimeDir}/vmm/qemu ${b.runtimeDir}/vmm/qemu`, qmpB);
 
     // Control: as root, B's QMP path leads to A's QMP, a socket of the vmms' uid.
     expect(await firstLine(qmpB)).toMatch(/"QMP"/);
