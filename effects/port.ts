@@ -85,7 +85,7 @@ export interface SandboxEffects {
 }
 
 export type KernelEvent =
-  | { type: 'SERVICE_EXITED'; service: string; pid: number; code: number | null; signal: string | null }
+  | { type: 'SERVICE_EXITED'; service: string; pid: number; code: number | null; signal: string | null; oomKill?: boolean }
   | { type: 'INIT_EXITED'; code: number | null; signal: string | null }
   | { type: 'STOP_REQUESTED'; signal: string; force: boolean }
   | { type: 'PARENT_DIED' };

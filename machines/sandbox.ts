@@ -97,7 +97,8 @@ function stopMethodName(config: VmConfig): string {
   return 'signal' in how ? `signal ${how.signal}` : Object.keys(how)[0]!;
 }
 
-function describeExit(e: { code: number | null; signal: string | null }): string {
+function describeExit(e: { code: number | null; signal: string | null; oomKill?: boolean }): string {
+  if (e.signal && e.oomKill) return `killed by ${e.signal} (out of memory: the OOM killer acted in its cgroup leaf, memory.max)`;
   return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
 }
 

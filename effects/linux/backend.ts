@@ -8,7 +8,7 @@
 //   namespace, uid drop, caps, no_new_privs, Landlock, cgroup leaf via CLONE_INTO_CGROUP), reaping,
 //   exit reports, signals by service name.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { lchown, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
@@ -26,6 +26,7 @@ import {
   listProcs,
   mkdirCgroup,
   removeCgroupTree,
+  serviceLeaf,
   vmCgroupDir,
   waitUnpopulated,
   writeLimit,
@@ -260,13 +261,27 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
       s.pidfd = null;
     }
     for (const w of exitWaiters) w();
+    const sig = m.signo === null ? null : signalName(m.signo);
+    // Killed by SIGKILL: was it the OOM killer? Its leaf's memory.events says (read now, before
+    // teardown removes the leaf; absent without the memory controller).
+    const oomKill = sig === 'SIGKILL' && oomKills(m.service) > 0;
+    if (oomKill) log(`service ${m.service}: OOM-killed (memory.events oom_kill in ${serviceLeaf(m.service)}: its memory.max was reached)`);
     subject.next({
       type: 'SERVICE_EXITED',
       service: m.service,
       pid: s?.hostPid ?? m.pid,
       code: m.code,
-      signal: m.signo === null ? null : signalName(m.signo),
+      signal: sig,
+      ...(oomKill ? { oomKill } : {}),
     });
+  }
+
+  function oomKills(service: string): number {
+    try {
+      return Number(/^oom_kill (\d+)$/m.exec(readFileSync(join(cgroupDir(), serviceLeaf(service), 'memory.events'), 'utf8'))?.[1] ?? 0);
+    } catch {
+      return 0;
+    }
   }
 
   function watchInit(c: InitClient): void {

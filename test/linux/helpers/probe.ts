@@ -19,7 +19,7 @@ export interface ProbeResult {
 export async function runProbe(
   vm: TestVm,
   script: string,
-  opts: { env?: Record<string, string>; over?: Partial<ServiceConfig>; others?: ServiceConfig[]; vmOver?: Partial<VmConfig> } = {},
+  opts: { env?: Record<string, string>; over?: Partial<ServiceConfig>; others?: ServiceConfig[]; vmOver?: Partial<VmConfig>; exitTimeoutMs?: number } = {},
 ): Promise<ProbeResult> {
   const outFile = `${vm.runtimeDir}/probe/out`;
   const p = service({
@@ -29,7 +29,7 @@ export async function runProbe(
     ...opts.over,
   });
   const run = start(vmConfig(vm, [...(opts.others ?? []), p, SLEEPER], opts.vmOver), vm);
-  const exit = await serviceExit(run, 'probe');
+  const exit = await serviceExit(run, 'probe', opts.exitTimeoutMs);
   await run.waitFor('running');
   const out = existsSync(outFile) ? readFileSync(outFile, 'utf8') : '';
   if (process.env.VMSANDBOX_TEST_DEBUG) console.log(`probe exit ${exit.code ?? exit.signal}:\n${out}`);
