@@ -44,7 +44,7 @@ exit codes: 2 usage error (every command), 100 invalid config;
   finish: 0, 1 refused (the VM is live), 125 do not restart; status: 3 a NAME is not running;
   sim: 1 an invariant was violated; demo, s6-service, log, inspect: 1 failed (the output says why).
 docs: docs/architecture.md, docs/config.md, docs/s6.md, docs/linux-backend.md, docs/threat-model.md,
-  docs/simulation.md, docs/visualizer.md, docs/vm.md
+  docs/simulation.md, docs/visualizer.md, docs/vm.md, docs/lab.md
 `;
 
 const commands: Record<string, () => Promise<Command>> = {

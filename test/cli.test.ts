@@ -58,7 +58,7 @@ describe('vmsandbox CLI', () => {
     expect(v.code).toBe(0);
     expect(v.out).toMatch(/^vmsandbox \d+\.\d+\.\d+\n$/);
     // The main help lists every doc.
-    for (const d of ['architecture', 'config', 's6', 'linux-backend', 'threat-model', 'simulation', 'visualizer', 'vm']) expect(vmsandbox('help').out).toContain(`docs/${d}.md`);
+    for (const d of ['architecture', 'config', 's6', 'linux-backend', 'threat-model', 'simulation', 'visualizer', 'vm', 'lab']) expect(vmsandbox('help').out).toContain(`docs/${d}.md`);
   });
 
   it('demo --sim prints text for a person (pino-pretty), --json the JSON records', () => {
