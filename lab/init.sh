@@ -40,8 +40,18 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts $n/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $n/dev/shm
 mount -t cgroup2 -o nsdelegate cgroup2 $n/sys/fs/cgroup || die "cgroup2 mount failed"
 mount -t securityfs securityfs $n/sys/kernel/security 2>/dev/null
+# The project may itself live under /tmp, /var/tmp or /run (a CI clone in /tmp): it is set aside
+# before the fresh tmpfs cover those, and put back on them (vmsandbox.lab.repo= names it).
+repo=$(sed -n 's/.*vmsandbox\.lab\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
+mkdir -p /keep
+[ -n "$repo" ] && [ -d "$n$repo" ] && mount --bind "$n$repo" /keep
 for d in tmp var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $n/$d; done
 mount -t tmpfs -o mode=0755 tmpfs $n/run
+if [ -n "$repo" ] && [ ! -e "$n$repo/package.json" ]; then
+  mkdir -p "$n$repo" && mount --move /keep "$n$repo" || die "could not keep the project at $repo"
+elif mountpoint -q /keep; then
+  umount /keep
+fi
 mkdir -p $n/run/lab/results
 mount -t 9p -o "$opts,cache=none" results $n/run/lab/results || die "9p mount of results failed"
 cp /bin/busybox $n/run/lab/busybox

@@ -17,6 +17,10 @@ import { join } from 'node:path';
 import { kvmUsable } from '../examples/vm/make-config.mjs';
 
 const repo = join(import.meta.dirname, '..');
+if (/\s/.test(repo)) {
+  console.error(`test:lab: FAILED: the project's path ${JSON.stringify(repo)} has white space; the guest's kernel command line cannot carry it`);
+  process.exit(1);
+}
 const out = join(repo, 'test-output', 'lab');
 const QEMU = 'qemu-system-x86_64';
 const t0 = Date.now();
@@ -70,7 +74,8 @@ const args = [
   '-machine', `q35,accel=${accel}`, '-cpu', accel === 'kvm' ? 'host' : 'max', '-smp', '2', '-m', '2048',
   '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
   '-kernel', join(guest, 'vmlinux'), '-initrd', join(guest, 'initrd.img'),
-  '-append', 'console=ttyS0 panic=-1 cgroup_no_v1=all quiet',
+  // vmsandbox.lab.repo: lab/init.sh keeps the project visible if /tmp's fresh tmpfs would cover it.
+  '-append', `console=ttyS0 panic=-1 cgroup_no_v1=all quiet vmsandbox.lab.repo=${repo}`,
   '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
   '-virtfs', `local,path=${out},mount_tag=results,security_model=none`,
   '-serial', `file:${join(out, 'console.log')}`,
