@@ -191,7 +191,8 @@ export async function runMain(argv: string[]): Promise<number> {
         log.info({ event: ev }, `received ${ev.type}${ev.type === 'STOP_REQUESTED' ? ` (${ev.signal}${ev.force ? ', forced' : ''})` : ''}`);
       }
       status.event(ev);
-      if (ev.type === 'SERVICE_EXITED' && (ev.code !== 0 || ev.signal !== null)) explainExit(ev.service);
+      // Not while stopping: then the manager itself signalled the services.
+      if (ev.type === 'SERVICE_EXITED' && (ev.code !== 0 || ev.signal !== null) && phase !== 'stopping') explainExit(ev.service);
     },
     // Readiness: once the machine is running, probe the vmm's condition; while it holds, tell s6.
     ready: {
