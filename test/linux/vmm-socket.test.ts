@@ -10,7 +10,7 @@ import { chmodSync, copyFileSync, existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { start, stop } from './helpers/inprocess.js';
+import { start, stop, type Run } from './helpers/inprocess.js';
 import { forceCleanup, leftovers, removeTestParents } from './helpers/leftovers.js';
 import { ensureNative } from './helpers/native.js';
 import { repoRoot } from './helpers/paths.js';
@@ -51,6 +51,48 @@ async function startPlanter(b: TestVm, uid: number, plant: string, qmp: string) 
   return run;
 }
 
+/**
+ * VM `a` with the QEMU stand-in as its vmm (uid 62002), answering QMP at <runtimeDir>/vmm/qmp.sock,
+ * or one directory `sub` below (the vmm makes it); stopped over that socket. Running, socket there.
+ */
+async function startStandIn(a: TestVm, sub: string | null) {
+  chmodSync(a.storage, 0o755);
+  copyFileSync(join(repoRoot, 'examples', 'fake-vmm.mjs'), join(a.storage, 'fake-vmm.mjs'));
+  const qmp = `${a.runtimeDir}/vmm/${sub ? `${sub}/` : ''}qmp.sock`;
+  const fake = [process.execPath, `${a.storage}/fake-vmm.mjs`, '--qmp', qmp, '--boot-ms', '100'];
+  const run = start(
+    vmConfig(a, [
+      service({
+        name: 'vmm', vmm: true, uid: 62002, gid: 62002, storage: 'ro',
+        argv: sub ? ['/bin/sh', '-c', `mkdir ${a.runtimeDir}/vmm/${sub} && exec ${fake.join(' ')}`] : fake,
+        env: { PATH: '/usr/bin:/bin', OPENSSL_CONF: '/dev/null' },
+        landlock: { read: [...SYSTEM_READ, a.storage, ...(sub ? [process.execPath] : [])], write: [] },
+        stop: { qmp },
+      }),
+    ]),
+    a,
+  );
+  await run.waitFor('running');
+  expect(await until(() => existsSync(qmp), 10_000)).toBe(true);
+  return { run, qmp };
+}
+
+/**
+ * B's stop is refused (`why`: its first request fails, so the stop is forced) while A runs on, its
+ * QMP answering; then A's own manager stops A over QMP (control: its socket is the vmm's own).
+ */
+async function expectBRefusedARunsOn(a: TestVm, runA: Run, qmpA: string, b: TestVm, runB: Run, why: RegExp) {
+  const outB = await stop(runB);
+  expect(outB.outcome).toBe('forced');
+  expect(outB.errors.join('\n')).toMatch(why);
+  expect(runA.actor.getSnapshot().matches('running')).toBe(true);
+  expect(await firstLine(qmpA)).toMatch(/"QMP"/);
+  expect(leftovers(b)).toEqual([]);
+  const outA = await stop(runA);
+  expect(outA).toMatchObject({ outcome: 'stopped', exitCode: 0 });
+  expect(leftovers(a)).toEqual([]);
+}
+
 describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
   const vms: TestVm[] = [];
   afterEach(() => {
@@ -63,23 +105,7 @@ describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
     // VM A: a QEMU stand-in answering QMP; it powers off on system_powerdown.
     const a = newTestVm();
     vms.push(a);
-    chmodSync(a.storage, 0o755);
-    copyFileSync(join(repoRoot, 'examples', 'fake-vmm.mjs'), join(a.storage, 'fake-vmm.mjs'));
-    const qmpA = `${a.runtimeDir}/vmm/qmp.sock`;
-    const runA = start(
-      vmConfig(a, [
-        service({
-          name: 'vmm', vmm: true, uid: 62002, gid: 62002, storage: 'ro',
-          argv: [process.execPath, `${a.storage}/fake-vmm.mjs`, '--qmp', qmpA, '--boot-ms', '100'],
-          env: { PATH: '/usr/bin:/bin', OPENSSL_CONF: '/dev/null' },
-          landlock: { read: [...SYSTEM_READ, a.storage], write: [] },
-          stop: { qmp: qmpA },
-        }),
-      ]),
-      a,
-    );
-    await runA.waitFor('running');
-    expect(await until(() => existsSync(qmpA), 10_000)).toBe(true);
+    const { run: runA, qmp: qmpA } = await startStandIn(a, null);
 
     // VM B: its (compromised) vmm plants a symlink where its manager will look for its QMP socket.
     const b = newTestVm();
@@ -90,19 +116,8 @@ describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
     // Control: as root, the planted path leads to VM A's QMP.
     expect(await firstLine(qmpB)).toMatch(/"QMP"/);
 
-    // B's stop: its manager refuses the symlink (the first request fails: the stop is forced).
-    const outB = await stop(runB);
-    expect(outB.outcome).toBe('forced');
-    expect(outB.errors.join('\n')).toMatch(/qmp\.sock is a symlink, not the vmm's \(uid 62003\) socket: not connecting to it as root/);
-    // A never got a power-down: still running, its QMP still answering.
-    expect(runA.actor.getSnapshot().matches('running')).toBe(true);
-    expect(await firstLine(qmpA)).toMatch(/"QMP"/);
-    expect(leftovers(b)).toEqual([]);
-
-    // And A's own manager does stop it over QMP: the socket is the vmm's own.
-    const outA = await stop(runA);
-    expect(outA).toMatchObject({ outcome: 'stopped', exitCode: 0 });
-    expect(leftovers(a)).toEqual([]);
+    // B's stop: its manager refuses the symlink; A never got a power-down; A's own manager stops it.
+    await expectBRefusedARunsOn(a, runA, qmpA, b, runB, /qmp\.sock is a symlink, not the vmm's \(uid 62003\) socket: not connecting to it as root/);
   }, 40_000);
 
   it('a directory on the way to the QMP socket replaced by a symlink (both vmms of one uid) is refused; a real directory there is fine', async () => {
@@ -110,23 +125,7 @@ describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
     // VM A: the QEMU stand-in, its QMP socket one directory below its vmm's own (the vmm makes it).
     const a = newTestVm();
     vms.push(a);
-    chmodSync(a.storage, 0o755);
-    copyFileSync(join(repoRoot, 'examples', 'fake-vmm.mjs'), join(a.storage, 'fake-vmm.mjs'));
-    const qmpA = `${a.runtimeDir}/vmm/qemu/qmp.sock`;
-    const runA = start(
-      vmConfig(a, [
-        service({
-          name: 'vmm', vmm: true, uid: 62002, gid: 62002, storage: 'ro',
-          argv: ['/bin/sh', '-c', `mkdir ${a.runtimeDir}/vmm/qemu && exec ${process.execPath} ${a.storage}/fake-vmm.mjs --qmp ${qmpA} --boot-ms 100`],
-          env: { PATH: '/usr/bin:/bin', OPENSSL_CONF: '/dev/null' },
-          landlock: { read: [...SYSTEM_READ, a.storage, process.execPath], write: [] },
-          stop: { qmp: qmpA },
-        }),
-      ]),
-      a,
-    );
-    await runA.waitFor('running');
-    expect(await until(() => existsSync(qmpA), 10_000)).toBe(true);
+    const { run: runA, qmp: qmpA } = await startStandIn(a, 'qemu');
 
     // VM B, its vmm of the same uid: the socket's owner is right whichever VM's it is, so only the
     // way there tells them apart. It makes the directory its QMP path goes through a symlink to A's.
@@ -138,17 +137,8 @@ describe.skipIf(skip)('a vmm cannot point its manager at another VM', () => {
     // Control: as root, B's QMP path leads to A's QMP, a socket of the vmms' uid.
     expect(await firstLine(qmpB)).toMatch(/"QMP"/);
 
-    // B's stop: its manager does not follow the vmm's symlink (the first request fails: forced).
-    const outB = await stop(runB);
-    expect(outB.outcome).toBe('forced');
-    expect(outB.errors.join('\n')).toMatch(/vmm\/qemu is a symlink in a directory uid 62002 can change: not following it as root/);
-    expect(runA.actor.getSnapshot().matches('running')).toBe(true);
-    expect(await firstLine(qmpA)).toMatch(/"QMP"/);
-    expect(leftovers(b)).toEqual([]);
-
-    // Control: A's path goes through a real directory its vmm made: A's manager stops it over QMP.
-    const outA = await stop(runA);
-    expect(outA).toMatchObject({ outcome: 'stopped', exitCode: 0 });
-    expect(leftovers(a)).toEqual([]);
+    // B's stop: its manager does not follow the vmm's symlink; A runs on; and A's path, through a
+    // real directory its vmm made, lets A's manager stop it over QMP.
+    await expectBRefusedARunsOn(a, runA, qmpA, b, runB, /vmm\/qemu is a symlink in a directory uid 62002 can change: not following it as root/);
   }, 40_000);
 });
