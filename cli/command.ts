@@ -21,3 +21,16 @@ export async function runCommand(name: string, command: Command, argv: string[])
     throw e;
   }
 }
+
+/** An entry point's end: the command's code as the process's exit code; a crash prints and is 1. */
+export function exitWith(code: Promise<number>): void {
+  code.then(
+    (c) => {
+      process.exitCode = c;
+    },
+    (err: unknown) => {
+      console.error(err);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -5,7 +5,7 @@
 
 import { finishMain } from '../s6/finish.js';
 import { runMain } from '../s6/run.js';
-import { runCommand, type Command } from './command.js';
+import { exitWith, runCommand, type Command } from './command.js';
 
 const commands: Record<string, Command> = { run: runMain, finish: finishMain };
 
@@ -19,12 +19,4 @@ async function managerMain(argv: string[]): Promise<number> {
   return runCommand(name, command, rest);
 }
 
-managerMain(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+exitWith(managerMain(process.argv.slice(2)));

@@ -163,9 +163,8 @@ export async function runMain(argv: string[]): Promise<number> {
   // (effects/linux/landlockAudit.ts). Read after the fact from the audit records: nothing at start.
   const explainExit = (name: string) => {
     const s = config.services.find((x) => x.name === name);
-    const p = backend.plan();
-    if (!s || !p.ok) return;
-    const x = explainFailedExit(config, s, started, Date.now() - started < EARLY_FAILURE_MS, p.plan.landlock.abi);
+    if (!s) return;
+    const x = explainFailedExit(config, s, started, Date.now() - started < EARLY_FAILURE_MS, plan.landlock.abi);
     if (x) log.warn(x.fields, x.msg);
   };
 

@@ -127,6 +127,14 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
     for (const c of clients) send(c, m);
   };
   const since = () => now().getTime() - started.getTime();
+  /** Keep an event for hello (the last MAX_HISTORY) and send it to every client. */
+  const pushEvent = (event: EventMessage['event'], at?: number) => {
+    if (closed) return;
+    const m: EventMessage = { type: 'event', time: now().toISOString(), at: at ?? since(), event };
+    if (events.length >= MAX_HISTORY) events.shift();
+    events.push(m);
+    broadcast(m);
+  };
 
   const server: Server = createServer((sock) => {
     if (closed) {
@@ -207,18 +215,10 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
       broadcast({ type: 'record', ...rec });
     },
     event(ev, at) {
-      if (closed) return;
-      const m: EventMessage = { type: 'event', time: now().toISOString(), at: at ?? since(), event: { ...ev } };
-      if (events.length >= MAX_HISTORY) events.shift();
-      events.push(m);
-      broadcast(m);
+      pushEvent({ ...ev }, at);
     },
     ready(condition, ms, at) {
-      if (closed) return;
-      const m: EventMessage = { type: 'event', time: now().toISOString(), at: at ?? since(), event: { type: READY_EVENT, condition, ms } };
-      if (events.length >= MAX_HISTORY) events.shift();
-      events.push(m);
-      broadcast(m);
+      pushEvent({ type: READY_EVENT, condition, ms }, at);
     },
     output(o, at) {
       if (closed) return;
