@@ -162,31 +162,36 @@ describe('inspect', () => {
     const file = join(tempRoot(), 'seed5.trace');
     (await import('node:fs')).writeFileSync(file, text);
     const child = spawn(bin, ['inspect', '--replay', file, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const printed = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        const i = out.indexOf('\n');
-        if (i >= 0) resolve(out.slice(0, i));
+    // A failed assertion must not leave the server running after the test.
+    try {
+      const printed = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const i = out.indexOf('\n');
+          if (i >= 0) resolve(out.slice(0, i));
+        });
+        child.on('exit', (code) => reject(new Error(`exited ${code}`)));
       });
-      child.on('exit', (code) => reject(new Error(`exited ${code}`)));
-    });
-    // Text for a person (pino-pretty): the URL in the message, the record's fields after it.
-    const m = /^\[[^\]]+\] INFO: vmsandbox inspect: (\S+) (\{.*\})$/.exec(printed);
-    expect(m, printed).not.toBeNull();
-    const line = JSON.parse(m![2]!) as Record<string, unknown>;
-    expect(line).toMatchObject({ mode: 'replay', url: m![1] });
-    expect(String(line.url)).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]{43}$/);
-    const api = new URL(String(line.url));
-    api.pathname = '/api/state';
-    // The printed URL is the key: without its token the same request is refused.
-    expect((await fetch(`${api.origin}/api/state`)).status).toBe(403);
-    const state = await (await fetch(api)).json();
-    expect(state.mode).toBe('replay');
-    expect(state.sandboxes[0].history.at(-1).state).toBe('failed');
-    const code = new Promise((resolve) => child.on('exit', resolve));
-    child.kill('SIGTERM');
-    expect(await code).toBe(0);
+      // Text for a person (pino-pretty): the URL in the message, the record's fields after it.
+      const m = /^\[[^\]]+\] INFO: vmsandbox inspect: (\S+) (\{.*\})$/.exec(printed);
+      expect(m, printed).not.toBeNull();
+      const line = JSON.parse(m![2]!) as Record<string, unknown>;
+      expect(line).toMatchObject({ mode: 'replay', url: m![1] });
+      expect(String(line.url)).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]{43}$/);
+      const api = new URL(String(line.url));
+      api.pathname = '/api/state';
+      // The printed URL is the key: without its token the same request is refused.
+      expect((await fetch(`${api.origin}/api/state`)).status).toBe(403);
+      const state = await (await fetch(api)).json();
+      expect(state.mode).toBe('replay');
+      expect(state.sandboxes[0].history.at(-1).state).toBe('failed');
+      const code = new Promise((resolve) => child.on('exit', resolve));
+      child.kill('SIGTERM');
+      expect(await code).toBe(0);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
     await expect(run(bin, ['inspect', '--replay', '/nonexistent'])).rejects.toMatchObject({ code: 2 });
   });
 });
