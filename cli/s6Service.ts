@@ -5,12 +5,12 @@
 // absolute path in run and finish (s6-svscan's PATH need not hold it) and timeout-kill computed
 // from the config: its stop bound (stopMs + killMs + cleanup) plus time for Node to start.
 
-import { existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import { stopBoundMs } from '../machines/sandbox.js';
-import { exampleServiceDir, packageBinDir, TIMEOUT_KILL_SLACK_MS, writeServiceDir } from '../s6/scan.js';
+import { packageBinDir, TIMEOUT_KILL_SLACK_MS, writeServiceDir } from '../s6/scan.js';
 import { processIo, type CliIo } from './io.js';
 
 const USAGE =
@@ -35,12 +35,7 @@ export interface S6ServiceResult {
 /** Write the directory (the caller checked that it is absent or empty). */
 export function writeS6Service(configPath: string, dir: string, program: string, down: boolean): S6ServiceResult {
   const config = loadConfig(configPath);
-  writeServiceDir(dir, configPath, config, { down });
-  // The shipped scripts exec `vmsandbox` by name: name this installation's instead.
-  for (const f of ['run', 'finish']) {
-    const text = readFileSync(join(exampleServiceDir, f), 'utf8');
-    writeFileSync(join(dir, f), text.replace(/^(exec |)vmsandbox (run|finish) /m, `$1${program} $2 `), { mode: 0o755 });
-  }
+  writeServiceDir(dir, configPath, config, { down, program });
   return { dir, timeoutKillMs: stopBoundMs(config) + TIMEOUT_KILL_SLACK_MS, program };
 }
 

@@ -2,7 +2,7 @@
 // service directory from examples/s6/vm-demo, and running a private s6-svscan on a scan directory.
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, copyFileSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { demoConfigPath } from '../config/demo.js';
@@ -45,11 +45,17 @@ export const TIMEOUT_KILL_SLACK_MS = 2000;
 /**
  * Write a VM's service directory at `dir` from examples/s6/vm-demo: run, finish, notification-fd,
  * log/run as shipped; config.json a symlink to `configPath`; timeout-kill computed from the config.
- * Pass `down: true` to add a `down` file (s6 does not start it until s6-svc -u).
+ * Pass `down: true` to add a `down` file (s6 does not start it until s6-svc -u), and `program` for
+ * the vmsandbox that run and finish exec (vmsandbox s6-service: this installation's, by path).
  */
-export function writeServiceDir(dir: string, configPath: string, config: VmConfig | null, opts: { down?: boolean } = {}): void {
+export function writeServiceDir(dir: string, configPath: string, config: VmConfig | null, opts: { down?: boolean; program?: string } = {}): void {
   mkdirSync(join(dir, 'log'), { recursive: true });
-  for (const f of ['run', 'finish', 'notification-fd', join('log', 'run')]) copyFileSync(join(exampleServiceDir, f), join(dir, f));
+  for (const f of ['notification-fd', join('log', 'run')]) copyFileSync(join(exampleServiceDir, f), join(dir, f));
+  // run and finish exec `vmsandbox` by name (found on s6-svscan's PATH), or `program`.
+  for (const f of ['run', 'finish']) {
+    const text = readFileSync(join(exampleServiceDir, f), 'utf8');
+    writeFileSync(join(dir, f), opts.program ? text.replace(/^(exec |)vmsandbox (run|finish) /m, `$1${opts.program} $2 `) : text, { mode: 0o755 });
+  }
   const bound = config ? stopBoundMs(config) + TIMEOUT_KILL_SLACK_MS : 16000;
   writeFileSync(join(dir, 'timeout-kill'), `${bound}\n`);
   rmSync(join(dir, 'config.json'), { force: true });
