@@ -9,12 +9,12 @@
 // Without root or without s6 (or with --sim) it runs the same config's lifecycle in the simulator
 // (virtual time) and says why.
 
-import { printHelp } from './help.js';
 import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { printHelp } from './help.js';
 import { demoConfigPath } from '../config/demo.js';
 import { loadConfig } from '../config/load.js';
 import type { VmConfig } from '../config/types.js';

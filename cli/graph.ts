@@ -1,7 +1,7 @@
 // vmsandbox graph --format mermaid|dot|json|svg: print the sandbox machine.
 
-import { printHelp } from './help.js';
 import { parseArgs } from 'node:util';
+import { printHelp } from './help.js';
 import { machineGraph, toDot, toMermaid } from '../visualizer/graph.js';
 import { toSvg } from '../visualizer/graphSvg.js';
 import { sandboxMachine } from '../machines/sandbox.js';

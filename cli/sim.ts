@@ -1,8 +1,8 @@
 // vmsandbox sim: run seeds through the simulator and check the invariants after each.
 
-import { printHelp } from './help.js';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
+import { printHelp } from './help.js';
 import { loadConfig } from '../config/load.js';
 import type { VmConfig } from '../config/types.js';
 import { simulateSeeds } from '../sim/parallel.js';

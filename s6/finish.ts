@@ -14,9 +14,9 @@
 //   an early failure, MAX in a row      → 125: a crash loop (see isEarlyFailure); before that 0
 //   anything else                       → 0 (s6 restarts if the service is wanted up)
 
-import { printHelp } from '../cli/help.js';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { printHelp } from '../cli/help.js';
 import type { VmConfig } from '../config/types.js';
 import { cgroupRoot, vmCgroupDir } from '../effects/linux/cgroup.js';
 import { signalName } from '../effects/linux/native.js';

@@ -4,9 +4,9 @@
 // supervisor death. Logs one pino JSON line per state change; exits with the outcome's code
 // (docs/architecture.md, docs/s6.md).
 
-import { printHelp } from '../cli/help.js';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { printHelp } from '../cli/help.js';
 import { readyOf, vmmOf, type VmConfig } from '../config/types.js';
 import { claimRuntimeDir } from '../effects/linux/backend.js';
 import { createLinuxBackend } from '../effects/linux/index.js';

@@ -5,8 +5,6 @@
 // Every request must carry the secret token of this run (in the URL printed at start, as notebook
 // servers do): loopback is reachable by every local user, so the address alone proves nothing.
 
-import { createTextLogger } from '../cli/logView.js';
-import { printHelp } from '../cli/help.js';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -14,6 +12,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { isIP } from 'node:net';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { printHelp } from '../cli/help.js';
+import { createTextLogger } from '../cli/logView.js';
 import { pino } from 'pino';
 import { machineGraph, type MachineGraph } from './graph.js';
 import { toSvg } from './graphSvg.js';
