@@ -14,7 +14,6 @@
 // unlink never gives two owners. A SIGKILLed manager's files stay, journal and all, for the next
 // owner. The directory is created by root, 0700, and checked: a lock root does not trust is refused.
 
-import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../../config/types.js';
@@ -22,6 +21,7 @@ import type { Claim, Journal, OwnerRecord, OwnershipPort, Phase, VmLock } from '
 import { emptyJournal, recordWorthKeeping } from '../owner.js';
 import { EffectError } from '../port.js';
 import { flockExclusive } from './native.js';
+import { sha256Hex } from './sha256.js';
 
 export const LOCK_DIR = '/run/vmsandbox-locks';
 
@@ -46,7 +46,7 @@ export function vmLockPath(name: string, dir = LOCK_DIR): string {
 }
 
 export function runtimeDirLockPath(runtimeDir: string, dir = LOCK_DIR): string {
-  const h = createHash('sha256').update(runtimeDir.replace(/\/+$/, '')).digest('hex').slice(0, 24);
+  const h = sha256Hex(runtimeDir.replace(/\/+$/, '')).slice(0, 24);
   return join(dir, `dir.${h}.lock`);
 }
 
