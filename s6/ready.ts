@@ -1,8 +1,7 @@
 // The vmm's readiness condition (config `ready`), probed by `vmsandbox run` once every service is
 // launched. Ready means: s6 may start what depends on this VM.
 
-import { watch, type FSWatcher } from 'node:fs';
-import { lstat } from 'node:fs/promises';
+import { lstatSync, watch, type FSWatcher } from 'node:fs';
 import { connect } from 'node:net';
 import { basename, dirname } from 'node:path';
 import type { ReadyCondition } from '../config/types.js';
@@ -124,7 +123,7 @@ class EntryWatch {
   }
 }
 
-const exists = (path: string) => lstat(path).then(() => true, () => false);
+const exists = (path: string) => lstatSync(path, { throwIfNoEntry: false }) !== undefined;
 
 /**
  * The `socket` condition: a socket of the vmm's uid at the path, reached as the QMP probe reaches
@@ -159,7 +158,7 @@ export async function waitReady(c: ReadyCondition, signal: AbortSignal, owner: n
       } else if (await qmpGreeting(c.qmp, signal, owner)) {
         return !signal.aborted;
       }
-      const absent = !(await exists(path));
+      const absent = !exists(path);
       await entry.wait(watched && absent ? ABSENT_RECHECK_MS : POLL_MS, signal);
     }
     return false;

@@ -8,8 +8,7 @@
 //   namespace, uid drop, caps, no_new_privs, Landlock, cgroup leaf via CLONE_INTO_CGROUP), reaping,
 //   exit reports, signals by service name.
 
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { lchown, mkdir, readFile, rm } from 'node:fs/promises';
+import { existsSync, lchownSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Subject, type Observable } from 'rxjs';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
@@ -146,7 +145,7 @@ async function findHostPid(leafDir: string, nsPid: number): Promise<{ pid: numbe
   for (const pid of await listProcs(leafDir)) {
     const matches = async () => {
       try {
-        const status = await readFile(`/proc/${pid}/status`, 'utf8');
+        const status = readFileSync(`/proc/${pid}/status`, 'utf8');
         const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/).map(Number) ?? [];
         return ns.length > 1 && ns[ns.length - 1] === nsPid;
       } catch {
@@ -375,8 +374,8 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         for (const d of plan.dirs) {
           // Before any service runs, in the runtime dir this run made (root's): nothing can have
           // been planted here. lchown all the same: root never chowns what a symlink points to.
-          await mkdir(d.path, { recursive: true, mode: d.mode });
-          await lchown(d.path, d.uid, d.gid);
+          mkdirSync(d.path, { recursive: true, mode: d.mode });
+          lchownSync(d.path, d.uid, d.gid);
           executed.push(line.dir(d));
         }
         // Pipelined: every request is written at once and the init answers them in order, so the
@@ -527,7 +526,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         // rm removes the symlinks services left, never follows them (test/linux/root-paths.test.ts).
         // (No cgroup in the journal: none was made, or it is already removed: no process of the VM lives.)
         if (runtimeDir) {
-          await rm(runtimeDir, { recursive: true, force: true });
+          rmSync(runtimeDir, { recursive: true, force: true });
           store.setJournal({ ...store.journal(), runtimeDir: null });
         }
       }),

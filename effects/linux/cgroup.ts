@@ -4,9 +4,9 @@
 // Layout (plan/cgroup.ts): <mount>/<config.cgroup.parent>/<vm>/{init,svc-<service>...}: the init and every service
 // in a leaf of their own, so the VM directory holds no process and can carry controllers.
 
-import { watch } from 'node:fs';
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+// Plain synchronous calls: cgroupfs answers at once, and each async call would be a thread-pool
+// round trip on the manager's way to ready (and load node:fs/promises into every manager).
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { VmConfig } from '../../config/types.js';
 import { INIT_LEAF, serviceLeaf, vmCgroupPath } from '../../plan/cgroup.js';
@@ -65,7 +65,7 @@ function fsError(op: string, err: unknown, what: string, field?: string, fix?: s
 
 export async function mkdirCgroup(dir: string, field?: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true });
   } catch (e) {
     throw fsError('cgroup', e, `mkdir ${dir}`, field);
   }
@@ -75,9 +75,9 @@ function controllerOf(key: string): string {
   return key.split('.')[0]!;
 }
 
-async function readWords(path: string): Promise<string[]> {
+function readWords(path: string): string[] {
   try {
-    return (await readFile(path, 'utf8')).split(/\s+/).filter(Boolean);
+    return readFileSync(path, 'utf8').split(/\s+/).filter(Boolean);
   } catch {
     return [];
   }
@@ -94,10 +94,10 @@ export async function writeLimit(root: string, w: LimitWrite): Promise<void> {
   const rel = w.cgroup.split('/').filter(Boolean);
   let where = root;
   for (let i = 0; i < rel.length; i++) {
-    const enabled = await readWords(join(where, 'cgroup.subtree_control'));
+    const enabled = readWords(join(where, 'cgroup.subtree_control'));
     if (!enabled.includes(ctl)) {
       try {
-        await writeFile(join(where, 'cgroup.subtree_control'), `+${ctl}`);
+        writeFileSync(join(where, 'cgroup.subtree_control'), `+${ctl}`);
       } catch (e) {
         const busy = (e as NodeJS.ErrnoException).code === 'EBUSY';
         throw fsError(
@@ -113,7 +113,7 @@ export async function writeLimit(root: string, w: LimitWrite): Promise<void> {
   }
   const file = join(root, w.cgroup, w.key);
   try {
-    await writeFile(file, w.value);
+    writeFileSync(file, w.value);
   } catch (e) {
     const invalid = (e as NodeJS.ErrnoException).code === 'EINVAL';
     throw fsError('cgroup', e, `limit ${w.key}=${w.value}: writing ${file}`, w.field, invalid ? 'the kernel refused the value' : undefined);
@@ -122,7 +122,7 @@ export async function writeLimit(root: string, w: LimitWrite): Promise<void> {
 
 export async function isPopulated(dir: string): Promise<boolean | null> {
   try {
-    const text = await readFile(join(dir, 'cgroup.events'), 'utf8');
+    const text = readFileSync(join(dir, 'cgroup.events'), 'utf8');
     return /^populated 1$/m.test(text);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
@@ -133,7 +133,7 @@ export async function isPopulated(dir: string): Promise<boolean | null> {
 /** cgroup.kill the directory (subtree included). Returns false if it does not exist. */
 export async function killCgroup(dir: string): Promise<boolean> {
   try {
-    await writeFile(join(dir, 'cgroup.kill'), '1');
+    writeFileSync(join(dir, 'cgroup.kill'), '1');
     return true;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -174,7 +174,7 @@ export async function waitUnpopulated(dir: string, signal: AbortSignal): Promise
 
 export async function listProcs(dir: string): Promise<number[]> {
   try {
-    return (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number);
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
   } catch {
     return [];
   }
@@ -184,7 +184,7 @@ export async function listProcs(dir: string): Promise<number[]> {
 export async function removeCgroupTree(dir: string, attempts = 50, delayMs = 10): Promise<void> {
   let entries: string[];
   try {
-    entries = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+    entries = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw fsError('cleanup', e, `listing ${dir}`);
@@ -192,7 +192,7 @@ export async function removeCgroupTree(dir: string, attempts = 50, delayMs = 10)
   for (const name of entries) await removeCgroupTree(join(dir, name), attempts, delayMs);
   for (let i = 0; ; i++) {
     try {
-      await rmdir(dir);
+      rmdirSync(dir);
       return;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
