@@ -9,7 +9,7 @@ import { existsSync, lstatSync, readFileSync, realpathSync, statSync, type Stats
 import { dirname, join } from 'node:path';
 import type { ServiceConfig, VmConfig } from '../../config/types.js';
 import { canonicalCapability, RISKY_CAPABILITIES } from '../../config/rules.js';
-import { planSandbox, type Refusal } from '../../plan/index.js';
+import { planSandbox, type Refusal, type SandboxPlan } from '../../plan/index.js';
 import { missingFeatures } from '../../plan/landlock.js';
 import { landlockRules, serviceRuntimeDir } from '../../plan/service.js';
 import { findCgroup2Mount } from './cgroup.js';
@@ -48,6 +48,8 @@ export interface HostReport {
   warnings: number;
   items: HostItem[];
   facts: HostFacts;
+  /** The plan of the config from these facts, when it has no refusal: what `run` executes (made once). */
+  plan: SandboxPlan | null;
 }
 
 /** Where the host check reads; tests point these at fixtures. */
@@ -221,7 +223,8 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
 
   // ---- the plan: the same refusals `run` makes (plan/index.ts), from this host's facts ----
   const abi = opts.landlockAbi !== undefined ? opts.landlockAbi : nativeOk ? landlockAbi() : null;
-  const mount = findCgroup2Mount(opts.mountinfo ?? readOr('/proc/self/mountinfo', ''));
+  const mountinfo = opts.mountinfo ?? readOr('/proc/self/mountinfo', '');
+  const mount = findCgroup2Mount(mountinfo);
   const found = mount ? cgroupControllersFor(config, mount) : null;
   const controllers = found?.controllers ?? [];
   const planned = planSandbox(config, { landlockAbi: abi ?? 0, cgroupControllers: controllers });
@@ -318,7 +321,7 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
       );
     }
   }
-  const storageMount = mountOf(resolveExisting(config.storage), opts.mountinfo ?? readOr('/proc/self/mountinfo', ''));
+  const storageMount = mountOf(resolveExisting(config.storage), mountinfo);
   if (storageMount && !(storageMount.options.includes('nosuid') && storageMount.options.includes('nodev'))) {
     add(
       'warn',
@@ -383,6 +386,7 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
     warnings,
     items,
     facts: { root, landlockAbi: abi, cgroup2Mount: mount, cgroupControllers: controllers, kvm: kvmOk },
+    plan: planned.ok ? planned.plan : null,
   };
 }
 
