@@ -126,7 +126,9 @@ export async function vmStatus(name: string, dir = LOCK_DIR): Promise<VmStatus> 
   try {
     h = await hello(join(rec.journal.runtimeDir, STATUS_SOCKET));
   } catch (e) {
-    out.notes.push(`no status from its manager: ${(e as Error).message}`);
+    // run opens its status socket once setup is over (its services launched, or setup failed).
+    const opening = rec.phase === 'starting' && (e as NodeJS.ErrnoException).code === 'ENOENT';
+    out.notes.push(opening ? 'its manager is setting up the sandbox (the status socket opens once its services are launched)' : `no status from its manager: ${(e as Error).message}`);
     return out;
   }
   const last = h.history[h.history.length - 1];

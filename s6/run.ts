@@ -19,9 +19,10 @@ import { CLEANUP_MS, stopBoundMs, stopByFrom } from '../machines/sandbox.js';
 import { removeLeftovers } from './leftovers.js';
 import { createLogger, logTransition, type Logger } from '../cli/log.js';
 import { describeReady, waitReady } from './ready.js';
-import { publishStatus } from '../visualizer/statusSocket.js';
+import { startStatus } from '../visualizer/statusSocket.js';
 import { SupervisorError, watchSupervisor } from './supervisor.js';
 import { loadConfigOrLog } from './config.js';
+import { mark, startupMarks } from '../cli/startup.js';
 
 /**
  * The signal the kernel sends the manager when its parent (s6-supervise) dies. Not SIGTERM/SIGINT
@@ -60,6 +61,7 @@ export { stopBoundMs };
 const EARLY_FAILURE_MS = 10_000;
 
 export async function runMain(argv: string[]): Promise<number> {
+  mark('main');
   if (printHelp(argv, USAGE)) return 0;
   const { positionals, values } = parseArgs({
     args: argv,
@@ -78,6 +80,7 @@ export async function runMain(argv: string[]): Promise<number> {
   // The exit code tells `vmsandbox finish` not to restart.
   const config = loadConfigOrLog(file, EXIT_CODES.configInvalid, `config invalid (exit ${EXIT_CODES.configInvalid}, permanent: fix the config)`);
   if (!config) return EXIT_CODES.configInvalid;
+  mark('config');
   const log = createLogger(config.name);
   const started = Date.now();
 
@@ -97,10 +100,12 @@ export async function runMain(argv: string[]): Promise<number> {
   // Refuse, before creating anything, what `vmsandbox check` would refuse (cli/preflight.ts).
   const plan = await (await import('./preflight.js')).preflight(config, log);
   if (typeof plan === 'number') return plan;
+  mark('preflight');
 
   // ---- one owner per VM: take its lock before touching anything ----
   const lock = await takeVm(config, log);
   if (typeof lock === 'number') return lock;
+  mark('lock');
   try {
     claimRuntimeDir(config, lock);
   } catch (e) {
@@ -110,8 +115,9 @@ export async function runMain(argv: string[]): Promise<number> {
   }
 
   // Transitions, events and the services' recent output also go to a root-only socket in the
-  // runtime dir (vmsandbox inspect).
-  const status = await publishStatus({ config, log: (msg) => log.warn({ detail: msg }, msg) });
+  // runtime dir (vmsandbox inspect, status). It listens once setup is over (below): what comes
+  // before a client connects is kept for it.
+  const status = startStatus({ config, log: (msg) => log.warn({ detail: msg }, msg) });
 
   // PR_SET_PDEATHSIG first (in createLinuxBackend), then the pidfd: a parent that dies in between
   // is caught by the pidfd check, one that dies after by the signal.
@@ -168,6 +174,7 @@ export async function runMain(argv: string[]): Promise<number> {
     if (x) log.warn(x.fields, x.msg);
   };
 
+  mark('machine');
   let errors = 0;
   let phase: Phase = 'starting';
   const ready = readyOf(vmmOf(config));
@@ -178,9 +185,13 @@ export async function runMain(argv: string[]): Promise<number> {
       // updated before the log says so.
       const now = phaseOf(r.state, phase);
       if (now !== phase) {
+        // Setup is over (launched, or failed): now the status socket (after this turn, so that an
+        // immediate readiness is told first).
+        if (phase === 'starting') setImmediate(() => void status.listen());
         phase = now;
         lock.update({ phase, stopBy: phase === 'stopping' ? stopByFrom(Date.now(), config) : null });
       }
+      if (phase === 'starting') mark(String(r.state));
       logTransition(log, r, errors);
       status.record(r);
       errors = r.errors;
@@ -283,5 +294,6 @@ function signalReady(log: Logger, fd: number | null, ready: ReturnType<typeof re
     }
     closeSync(fd);
   }
-  log.info({ event: 'ready', condition: describeReady(ready), ms, notified: fd !== null }, `ready: ${describeReady(ready)}, ${ms} ms after start${fd !== null ? '; s6 notified' : ''}`);
+  mark('ready');
+  log.info({ event: 'ready', condition: describeReady(ready), ms, notified: fd !== null, startup: startupMarks() }, `ready: ${describeReady(ready)}, ${ms} ms after start${fd !== null ? '; s6 notified' : ''}`);
 }

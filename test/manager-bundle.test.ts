@@ -21,7 +21,7 @@ const scratch = mkdtempSync(join(tmpdir(), 'vmsandbox-bundle-test-'));
 const hook = join(scratch, 'hook.cjs');
 writeFileSync(
   hook,
-  `process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify({ main: process.argv[1], modules: Object.keys(require.cache) }) + '\\n'));\n`,
+  `process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify({ main: process.argv[1], modules: Object.keys(require.cache), builtins: process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)) }) + '\\n'));\n`,
 );
 
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -31,7 +31,7 @@ function traced(...args: string[]) {
   const r = spawnSync(bin, args, { cwd: root, encoding: 'utf8', timeout: 60_000, env: { ...process.env, NODE_OPTIONS: `--require ${hook}` } });
   const line = r.stderr.split('\n').find((l) => l.startsWith('LOADED '));
   if (!line) throw new Error(`no LOADED line (exit ${r.status}):\n${r.stdout}${r.stderr}`);
-  return { code: r.status, out: r.stdout, err: r.stderr, ...(JSON.parse(line.slice('LOADED '.length)) as { main: string; modules: string[] }) };
+  return { code: r.status, out: r.stdout, err: r.stderr, ...(JSON.parse(line.slice('LOADED '.length)) as { main: string; modules: string[]; builtins: string[] }) };
 }
 
 /** Inputs of the manager's bundle, from esbuild's metafile. */
@@ -96,6 +96,12 @@ describe('the manager bundle', () => {
       expect(others.some((m) => m.endsWith('.node'))).toBe(true);
     }
     for (const re of NOT_FOR_THE_MANAGER) expect(r.modules.filter((m) => re.test(m))).toEqual([]);
+    // Node's own modules that cost every manager its start and memory for nothing it needs there:
+    // crypto (OpenSSL's initialisation: the runtime-dir lock's sha256 is plain JS), fs/promises
+    // (its synchronous calls are local and at once), perf_hooks (the start-up marks use
+    // process.uptime()). They were all loaded before (docs/architecture.md, "How the manager starts").
+    expect(r.builtins).toContain('net'); // the hook did see what the bundle loads
+    expect(r.builtins.filter((m) => ['crypto', 'fs/promises', 'perf_hooks'].includes(m))).toEqual([]);
   });
 
   it('its code cache belongs to it and V8 takes it', () => {

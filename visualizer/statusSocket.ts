@@ -4,8 +4,7 @@
 // runtime dir. Protocol: protocol.ts. Also the reading side: finding every sandbox's socket
 // under the runtime roots and following it (vmsandbox inspect).
 
-import { readFileSync, statSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { VmConfig } from '../config/types.js';
@@ -52,7 +51,7 @@ export interface PublishOptions {
 }
 
 export interface StatusPublisher {
-  /** The socket's path, or null if it could not be created. */
+  /** The socket's path, or null while it is not listening (not yet, or it could not be created). */
   readonly path: string | null;
   /** Publish one transition; `at` is ms since the start (default: wall time since publishStatus). */
   record(r: TransitionRecord, at?: number): void;
@@ -91,11 +90,24 @@ function detectCgroupRoot(): string | null {
   }
 }
 
+/** Publish, and resolve once the socket listens (or could not be created: path null). */
 export async function publishStatus(opts: PublishOptions): Promise<StatusPublisher> {
+  const status = startStatus(opts);
+  await status.listen();
+  return status;
+}
+
+/**
+ * The publisher, keeping what it is given, with no socket until listen(): `vmsandbox run` listens
+ * once its services are launched, so that the socket (2–3 ms: `net` loads `cluster` for a server)
+ * is off its way to ready. Everything published before a client connects is in that client's hello.
+ */
+export function startStatus(opts: PublishOptions): StatusPublisher & { listen(): Promise<void> } {
   const { config } = opts;
   const log = opts.log ?? (() => undefined);
   const now = opts.now ?? (() => new Date());
-  const graph = opts.graph ?? machineGraph(sandboxMachine);
+  // Drawn for the first client, not at every manager's start.
+  let graph = opts.graph;
   const cgroupRoot = opts.cgroupRoot === undefined ? detectCgroupRoot() : opts.cgroupRoot;
   const started = now();
   const history: StatusRecord[] = [];
@@ -152,7 +164,7 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
       pid: process.pid,
       startedAt: started.toISOString(),
       config: configSummary(config),
-      graph,
+      graph: (graph ??= machineGraph(sandboxMachine)),
       history,
       events,
       output: Object.fromEntries(output),
@@ -163,43 +175,51 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
 
   const path = opts.path ?? join(config.runtimeDir, STATUS_SOCKET);
   let ino: number | null = null;
-  try {
-    await mkdir(join(path, '..'), { recursive: true, mode: 0o755 });
-    // Bind in a private (0700) directory, make the socket 0600, then move it into place: there is
-    // no moment at which the socket exists at its public path with a wider mode.
-    const tmp = await mkdtemp(join(path, '..', '.status-'));
-    const tmpPath = join(tmp, 's');
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(tmpPath, () => {
-        server.off('error', reject);
-        resolve();
+  let timer: NodeJS.Timeout | null = null;
+  // The directory's few calls are synchronous (local, microseconds): each async one would cost a
+  // thread-pool round trip.
+  let listening: Promise<void> | null = null;
+  const listen = async () => {
+    if (closed) return;
+    try {
+      mkdirSync(join(path, '..'), { recursive: true, mode: 0o755 });
+      // Bind in a private (0700) directory, make the socket 0600, then move it into place: there
+      // is no moment at which the socket exists at its public path with a wider mode.
+      const tmp = mkdtempSync(join(path, '..', '.status-'));
+      const tmpPath = join(tmp, 's');
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(tmpPath, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
-    await chmod(tmpPath, 0o600);
-    await rename(tmpPath, path); // replaces a stale socket of a manager that was SIGKILLed
-    await rmdir(tmp);
-    ino = (await stat(path)).ino;
-  } catch (e) {
-    log(`status: cannot publish on ${path}: ${(e as Error).message}`);
-    server.close();
-  }
-
-  const timer =
-    (opts.sampleMs ?? 2000) > 0 && ino !== null && cgroupRoot
-      ? setInterval(() => {
-          if (!clients.size || !Object.keys(pids).length) return;
-          const s = services();
-          const key = JSON.stringify(s);
-          if (key === lastSample) return;
-          lastSample = key;
-          broadcast({ type: 'services', time: now().toISOString(), services: s });
-        }, opts.sampleMs ?? 2000)
-      : null;
-  timer?.unref();
+      chmodSync(tmpPath, 0o600);
+      renameSync(tmpPath, path); // replaces a stale socket of a manager that was SIGKILLed
+      rmdirSync(tmp);
+      ino = statSync(path).ino;
+    } catch (e) {
+      log(`status: cannot publish on ${path}: ${(e as Error).message}`);
+      server.close();
+      return;
+    }
+    if (closed || (opts.sampleMs ?? 2000) <= 0 || !cgroupRoot) return;
+    timer = setInterval(() => {
+      if (!clients.size || !Object.keys(pids).length) return;
+      const s = services();
+      const key = JSON.stringify(s);
+      if (key === lastSample) return;
+      lastSample = key;
+      broadcast({ type: 'services', time: now().toISOString(), services: s });
+    }, opts.sampleMs ?? 2000);
+    timer.unref();
+  };
 
   return {
-    path: ino === null ? null : path,
+    listen: () => (listening ??= listen()),
+    get path() {
+      return ino === null ? null : path;
+    },
     get clients() {
       return clients.size;
     },
@@ -238,6 +258,7 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
     async close() {
       if (closed) return;
       closed = true;
+      await listening;
       if (timer) clearInterval(timer);
       broadcast({ type: 'bye', time: now().toISOString() });
       const ended = [...clients].map((c) => new Promise<void>((resolve) => {
@@ -250,7 +271,7 @@ export async function publishStatus(opts: PublishOptions): Promise<StatusPublish
       if (ino !== null) {
         // Only our own socket: a newer manager may have replaced it.
         try {
-          if (statSync(path).ino === ino) await unlink(path);
+          if (statSync(path).ino === ino) unlinkSync(path);
         } catch {
           /* already gone (cleanup removes the runtime dir) */
         }
@@ -267,14 +288,14 @@ export async function findStatusSockets(roots: string[]): Promise<string[]> {
   for (const root of roots) {
     let entries: string[];
     try {
-      entries = await readdir(root);
+      entries = readdirSync(root);
     } catch {
       continue;
     }
     for (const e of entries.sort()) {
       const p = join(root, e, STATUS_SOCKET);
       try {
-        if ((await stat(p)).isSocket()) found.push(p);
+        if (statSync(p).isSocket()) found.push(p);
       } catch {
         /* not a sandbox's runtime dir */
       }

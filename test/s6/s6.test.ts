@@ -206,6 +206,12 @@ describe.skipIf(skip)('vmsandbox under s6', () => {
     const ready = f.records().filter((r) => r.event === 'ready');
     expect(ready).toHaveLength(1);
     expect(ready[0]).toMatchObject({ notified: true, condition: expect.stringContaining('QMP greeting') });
+    // Where its start went: each step reached in order, from the manager's code loaded to ready.
+    const startup = ready[0]!.startup as Record<string, number>;
+    expect(Object.keys(startup)).toEqual(expect.arrayContaining(['main', 'config', 'preflight', 'lock', 'machine', 'setup.setupNamespaces', 'setup.launch', 'ready']));
+    const at = Object.values(startup);
+    expect(at.every((t, i) => i === 0 || t >= at[i - 1]!)).toBe(true);
+    expect(startup.ready! - startup.main!).toBeGreaterThanOrEqual(Number(ready[0]!.ms) - 1); // ms: since the config was read (Date.now())
     track(f.vm);
 
     const downMs = await stopAndWaitDown(f);

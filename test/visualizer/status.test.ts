@@ -6,7 +6,7 @@ import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { findStatusSockets, followStatus, publishStatus, type StatusPublisher } from '../../visualizer/statusSocket.js';
+import { findStatusSockets, followStatus, publishStatus, startStatus, type StatusPublisher } from '../../visualizer/statusSocket.js';
 import type { TransitionRecord } from '../../machines/observe.js';
 import { OUTPUT_KEPT, OUTPUT_TEXT_MAX, type HelloMessage, type StatusMessage } from '../../visualizer/protocol.js';
 import { demoConfig, tempRoot } from './helpers.js';
@@ -65,6 +65,34 @@ afterEach(async () => {
 });
 
 describe('status socket', () => {
+  it('started before it listens (as run starts it): keeps what comes first for the first client, and closes cleanly either way', async () => {
+    const root = tempRoot();
+    const config = demoConfig(root);
+    const status = startStatus({ config, cgroupRoot: null });
+    pub = status;
+    // Setup's records and events arrive before there is any socket.
+    status.record(rec('setup.setupNamespaces'), 0);
+    status.event({ type: 'SERVICE_EXITED', service: 'vmm', pid: 7, code: 0, signal: null }, 1);
+    expect(status.path).toBeNull();
+    expect(existsSync(join(config.runtimeDir, 'status.sock'))).toBe(false);
+    await Promise.all([status.listen(), status.listen()]); // once, however often asked
+    expect(status.path).toBe(join(config.runtimeDir, 'status.sock'));
+    const a = client(status.path!);
+    const [hello] = await a.waitFor(1);
+    const h = hello as HelloMessage;
+    expect(h.history.map((r) => r.state)).toEqual(['setup.setupNamespaces']);
+    expect(h.events.map((e) => e.event.type)).toEqual(['SERVICE_EXITED']);
+    expect(h.graph.nodes.length).toBeGreaterThan(5); // drawn for this first client
+    a.close();
+    // One that never listened closes too, and leaves no socket.
+    const never = startStatus({ config: { ...config, runtimeDir: join(root, 'never') }, cgroupRoot: null });
+    never.record(rec('setup.setupNamespaces'), 0);
+    await never.close();
+    await never.listen();
+    expect(never.path).toBeNull();
+    expect(existsSync(join(root, 'never', 'status.sock'))).toBe(false);
+  });
+
   it('greets with the config, the graph and the history, then streams records to every client', async () => {
     const root = tempRoot();
     const config = demoConfig(root);
