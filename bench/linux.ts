@@ -5,7 +5,8 @@
 // 1. One VM at a time (its only service, the vmm, is /bin/sleep), interleaved round by round with
 //    `node -e 0` and bubblewrap: exec → ready (spawn until the manager's "ready" record, which it
 //    writes right after telling s6), the setup inside the manager (its own start → ready, from that
-//    record: without Node's boot), and SIGTERM → gone (kill until the manager exited: by then its
+//    record: without Node's boot; and, for bin/vmsandbox, each step of it from the record's
+//    `startup`), and SIGTERM → gone (kill until the manager exited: by then its
 //    sandbox is torn down), then s6's `finish` after it (exec → exit). The manager is started each
 //    way in turn: bin/vmsandbox (what s6 runs: sh in front of the next one), node on the bundle
 //    with its code cache (start.cjs), node on the bundle alone, and the unbundled tsc output
@@ -182,8 +183,11 @@ interface Vm {
   name: string;
   file: string;
   child: ChildProcess;
-  /** When the "ready" record arrived, and its `ms` (the manager's own start → ready). */
-  ready: Promise<{ at: number; ms: number }>;
+  /**
+   * When the "ready" record arrived, its `ms` (the manager's own start → ready), and its `startup`
+   * (each step reached, ms since the manager's process began: s6/run.ts, cli/startup.ts).
+   */
+  ready: Promise<{ at: number; ms: number; startup: Record<string, number> }>;
   exited: Promise<number | null>;
   log(): string;
   remove(): void;
@@ -210,7 +214,7 @@ function startVm(name: string, start: Start, scratch: string): Vm {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const log = () => `${out}${stderr}`;
-  const ready = new Promise<{ at: number; ms: number }>((resolveReady, reject) => {
+  const ready = new Promise<{ at: number; ms: number; startup: Record<string, number> }>((resolveReady, reject) => {
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
       const at = performance.now();
@@ -221,8 +225,8 @@ function startVm(name: string, start: Start, scratch: string): Vm {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         try {
-          const r = JSON.parse(line) as { event?: string; ms?: number };
-          if (r.event === 'ready') resolveReady({ at, ms: r.ms ?? NaN });
+          const r = JSON.parse(line) as { event?: string; ms?: number; startup?: Record<string, number> };
+          if (r.event === 'ready') resolveReady({ at, ms: r.ms ?? NaN, startup: r.startup ?? {} });
         } catch {
           /* not a log line */
         }
@@ -237,6 +241,22 @@ function startVm(name: string, start: Start, scratch: string): Vm {
     rmSync(lastRunPath(name), { force: true });
   };
   return { name, file, child, ready, exited: exited(child), log, remove };
+}
+
+/** Names of the start-up steps seen, in the order the managers reached them. */
+const stepOrder: string[] = [];
+
+/**
+ * How long each step of a manager's start took: `main` from the process's start (Node's boot and
+ * loading the manager), every later one since the step before it.
+ */
+function recordSteps(series: Series, start: Start, startup: Record<string, number>): void {
+  let prev = 0;
+  for (const [step, at] of Object.entries(startup)) {
+    if (!stepOrder.includes(step)) stepOrder.push(step);
+    record(series, `step ${start} ${step}`, at - prev);
+    prev = at;
+  }
 }
 
 /** After a failure: kill the manager and its cgroup (what `vmsandbox finish` would do). */
@@ -257,6 +277,7 @@ async function oneVm(i: number, start: Start, series: Series, scratch: string): 
     const r = await vm.ready;
     record(series, `exec → ready ${start}`, r.at - t0);
     record(series, `setup ${start}`, r.ms);
+    recordSteps(series, start, r.startup);
     const init = findDescendant(vm.child.pid!, 'vmsandbox-init');
     const tKill = performance.now();
     vm.child.kill('SIGTERM');
@@ -564,6 +585,10 @@ async function main(): Promise<void> {
   for (const s of starts) console.log(row(`${START_LABEL[s]}: exec → ready`, g(`exec → ready ${s}`), 'ms'));
   for (const s of starts) console.log(`  ${START_LABEL[s]} / node -e 0`.padEnd(54) + ratio(g(`exec → ready ${s}`), g('node -e 0')));
   console.log(row('setup inside the manager (its start → ready; bin)', g('setup bin'), 'ms'));
+  if (starts.includes('bin')) {
+    console.log('  where its start goes (bin; from the ready record\'s startup: each step reached, and the state entered):');
+    stepOrder.forEach((step, i) => console.log(row(`    ${i === 0 ? 'exec' : stepOrder[i - 1]} → ${step}`, g(`step bin ${step}`), 'ms')));
+  }
   for (const s of starts) console.log(row(`${START_LABEL[s]}: SIGTERM → gone`, g(`SIGTERM → gone ${s}`), 'ms'));
   for (const s of starts) console.log(row(`finish (after that run) ${START_LABEL[s].replace(/^bin\/vmsandbox run/, 'bin/vmsandbox')}: exec → exit`, g(`finish ${s}`), 'ms'));
   if (bwrap) {
