@@ -216,6 +216,12 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
   const plan = (): PlanResult => (planned ??= planSandbox(config, linuxHostFacts(config)));
   const services = new Map<string, ServiceState>();
   const exitWaiters = new Set<() => void>();
+  /**
+   * Exits the init reported before the launch that started the service had its reply in hand: a
+   * service that exits at once can have its `exit` read in the same chunk as the spawn's reply,
+   * before launch records it. By name, with the ns pid, for launch to find.
+   */
+  const exitedBeforeLaunch = new Map<string, number>();
 
   // ---- serialization: every operation runs after the previous one settled ----
   let tail: Promise<unknown> = Promise.resolve();
@@ -255,6 +261,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
     if (m.type !== 'exit') return;
     const s = services.get(m.service);
     if (s) s.exited = true;
+    else exitedBeforeLaunch.set(m.service, m.pid);
     if (s?.pidfd != null) {
       closeFd(s.pidfd);
       s.pidfd = null;
@@ -433,8 +440,10 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         });
         executed.push(line.spawn(sp));
         const nsPid = Number(nsPidText);
-        const state: ServiceState = { name: s.name, nsPid, hostPid: null, pidfd: null, exited: false };
+        const state: ServiceState = { name: s.name, nsPid, hostPid: null, pidfd: null, exited: exitedBeforeLaunch.get(s.name) === nsPid };
+        exitedBeforeLaunch.delete(s.name);
         services.set(s.name, state);
+        if (state.exited) return { service: s.name, pid: nsPid };
         const found = await findHostPid(join(cgRoot(), sp.cgroup), nsPid);
         if (found && !state.exited) {
           state.hostPid = found.pid;
