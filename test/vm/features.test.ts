@@ -95,9 +95,11 @@ except OSError as e:
     vm = newTestVm();
     const path = `${vm.runtimeDir}/server/not-a-socket`;
     const server = service({ name: 'server', argv: ['/bin/sleep', '100'], sockets: [{ path, fd: 3, mode: '0600', gid: 62001 }] });
-    // The service's runtime directory exists from the mount step on: plant a regular file there first.
+    // The service's runtime directory exists from the mount step on: plant a regular file there
+    // as that step ends (setup.landlock is entered), well before the launch (after the landlock and
+    // cgroup steps; the file planted later races the init's lstat and bind: EADDRINUSE).
     const run = start(vmConfig(vm, [server, SLEEPER]), vm);
-    await run.waitFor('setup.cgroup');
+    await run.waitFor('setup.landlock');
     const { writeFileSync } = await import('node:fs');
     writeFileSync(path, 'x');
     const out = await run.done;
