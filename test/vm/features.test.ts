@@ -2,9 +2,12 @@
 // socket handed over as an fd (virtiofsd --fd=3), securebits (virtiofsd's SECBIT_NO_SETUID_FIXUP),
 // and a private device node owned by one service (the vmm's /dev/kvm).
 
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { createActor } from 'xstate';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { SandboxEffects } from '../../effects/port.js';
+import { bindEffects } from '../../machines/bindBackend.js';
 import { parseConfig } from '../../config/load.js';
 // @ts-expect-error plain JavaScript module without types
 import { makeVmConfig } from '../../examples/vm/make-config.mjs';
@@ -95,13 +98,18 @@ except OSError as e:
     vm = newTestVm();
     const path = `${vm.runtimeDir}/server/not-a-socket`;
     const server = service({ name: 'server', argv: ['/bin/sleep', '100'], sockets: [{ path, fd: 3, mode: '0600', gid: 62001 }] });
-    // The service's runtime directory exists from the mount step on: plant a regular file there
-    // as that step ends (setup.landlock is entered), well before the launch (after the landlock and
-    // cgroup steps; the file planted later races the init's lstat and bind: EADDRINUSE).
-    const run = start(vmConfig(vm, [server, SLEEPER]), vm);
-    await run.waitFor('setup.landlock');
-    const { writeFileSync } = await import('node:fs');
-    writeFileSync(path, 'x');
+    // The service's runtime directory exists from the mount step on: a regular file is planted at
+    // the socket's path just before the server's launch (by the effect itself, so no race).
+    const plantFirst = (effects: SandboxEffects): SandboxEffects => ({
+      ...effects,
+      launch: (input, signal) => {
+        if (input.service.name === 'server') writeFileSync(path, 'x');
+        return effects.launch(input, signal);
+      },
+    });
+    const run = start(vmConfig(vm, [server, SLEEPER]), vm, {
+      hooks: { actorFor: (effects, options) => createActor(bindEffects(plantFirst(effects)), options as never) },
+    });
     const out = await run.done;
     expect(out.outcome).toBe('setupFailed');
     expect(out.errors.join('\n')).toMatch(/EEXIST/);
