@@ -10,6 +10,7 @@ import type { Backend, KernelEvent, SandboxEffects } from '../effects/port.js';
 import type { Refusal } from '../plan/types.js';
 import { bindEffects } from './bindBackend.js';
 import { exitCodeFor } from './outcome.js';
+import { attachEffects } from './systemEffects.js';
 import { transitionInspector, type TransitionRecord } from './observe.js';
 import { sandboxMachine, stopBoundMs, WATCHDOG_SLACK_MS, type SandboxInput, type SandboxMachine, type SandboxOutput } from './sandbox.js';
 
@@ -84,9 +85,14 @@ export function runSandbox(backend: Backend, config: VmConfig, hooks: RunnerHook
     ...(hooks.clock ? { clock: hooks.clock } : {}),
     ...(hooks.onRecord ? { inspect: transitionInspector(hooks.onRecord) } : {}),
   };
-  const actor = hooks.actorFor
-    ? hooks.actorFor(backend.effects, options)
-    : createActor(bindEffects(backend.effects, hooks.machine ?? sandboxMachine), options as never);
+  let actor: Actor<SandboxMachine>;
+  if (hooks.actorFor) actor = hooks.actorFor(backend.effects, options);
+  else if (hooks.machine) actor = createActor(bindEffects(backend.effects, hooks.machine), options as never);
+  else {
+    // The machine as it is, its effect slots run through this backend (no provide(): systemEffects.ts).
+    actor = createActor(sandboxMachine, options as never);
+    attachEffects(actor.system, backend.effects);
+  }
 
   let watchdog: unknown = null;
   const startWatchdog = () => {

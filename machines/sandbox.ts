@@ -27,7 +27,8 @@ import type {
   StopInput,
 } from '../effects/port.js';
 import type { SandboxPlan } from '../plan/types.js';
-import { describeError } from '../effects/port.js';
+import { describeError, type SandboxEffects } from '../effects/port.js';
+import { effectsOf } from './systemEffects.js';
 import type { Outcome } from './outcome.js';
 import { exitCodeFor } from './outcome.js';
 
@@ -105,11 +106,12 @@ function describeExit(e: { code: number | null; signal: string | null; oomKill?:
 // Each effect's input is its slice of the plan (effects/port.ts).
 type NoInput = JournalInput;
 
-/** An effect slot the machine names; a backend fills it through provide() (bindBackend.ts). */
-function placeholder<O, I>(op: string) {
-  return fromPromise<O, I>(async () => {
-    throw new Error(`effect ${op} was not provided: bind a backend with provide()`);
-  });
+/**
+ * An effect slot the machine names: it runs the effect of the backend attached to its actor system
+ * (systemEffects.ts; runner.ts attaches it), or the one a caller provides (bindBackend.ts).
+ */
+function port<O, I>(op: keyof SandboxEffects) {
+  return fromPromise<O, I>(({ input, signal, system }) => (effectsOf(system, op)[op] as (i: I, s: AbortSignal) => Promise<O>)(input, signal));
 }
 
 export const sandboxMachine = setup({
@@ -119,15 +121,15 @@ export const sandboxMachine = setup({
     input: {} as SandboxInput,
   },
   actors: {
-    createNamespaces: placeholder<{ initPid: number }, NamespacesInput>('createNamespaces'),
-    mount: placeholder<void, MountInput>('mount'),
-    prepareLandlock: placeholder<LandlockReport, LandlockInput>('prepareLandlock'),
-    createCgroups: placeholder<void, CgroupsInput>('createCgroups'),
-    launch: placeholder<LaunchResult, LaunchInput>('launch'),
-    requestStop: placeholder<void, StopInput>('requestStop'),
-    terminateServices: placeholder<void, OthersInput>('terminateServices'),
-    killAll: placeholder<void, NoInput>('killAll'),
-    cleanup: placeholder<void, NoInput>('cleanup'),
+    createNamespaces: port<{ initPid: number }, NamespacesInput>('createNamespaces'),
+    mount: port<void, MountInput>('mount'),
+    prepareLandlock: port<LandlockReport, LandlockInput>('prepareLandlock'),
+    createCgroups: port<void, CgroupsInput>('createCgroups'),
+    launch: port<LaunchResult, LaunchInput>('launch'),
+    requestStop: port<void, StopInput>('requestStop'),
+    terminateServices: port<void, OthersInput>('terminateServices'),
+    killAll: port<void, NoInput>('killAll'),
+    cleanup: port<void, NoInput>('cleanup'),
   },
   delays: {
     setupDeadline: ({ context }) => context.config.timeouts.setupMs,
