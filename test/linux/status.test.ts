@@ -10,8 +10,11 @@ import { ensureNative } from './helpers/native.js';
 import { cgroupParentDir, repoRoot } from './helpers/paths.js';
 import { skipReason } from './helpers/skip.js';
 import { newTestVm, type TestVm } from './helpers/vm.js';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { linuxOwnership } from '../../effects/linux/owner.js';
+import { claimVm } from '../../effects/owner.js';
 
 const skip = skipReason();
 if (skip) console.warn(`test/linux/status skipped: ${skip}`);
@@ -65,6 +68,27 @@ describe.skipIf(skip)('vmsandbox status', () => {
     expect(cli.stdout).toMatch(new RegExp(`^${vm.name}: not running\\n {2}last run {2}exit 0 \\(stopped\\), ended .* ago\\), after \\d+s\\n$`));
     expect(leftovers(vm)).toEqual([]);
   }, 30_000);
+
+  it('a VM being set up (its lock taken, its status socket not open yet): running, and the note says so', async () => {
+    vm = newTestVm();
+    // What run holds between taking the lock and launching the services: the lock's record in
+    // phase starting, with the runtime dir journalled, and no status socket in it yet.
+    const dir = mkdtempSync(join(tmpdir(), 'vmsandbox-status-locks-'));
+    chmodSync(dir, 0o700);
+    const config = { ...writeRunConfig(vm, ['/bin/sleep', '1000']).config, runtimeDir: mkdtempSync(join(tmpdir(), 'vmsandbox-status-rt-')) };
+    const claim = await claimVm(linuxOwnership({ dir }), config, { pid: process.pid });
+    if (!claim.ok) throw new Error('the lock was not taken');
+    try {
+      claim.lock.setJournal({ ...claim.lock.journal(), runtimeDir: config.runtimeDir });
+      const s = await vmStatus(vm.name, dir);
+      expect(s).toMatchObject({ running: true, manager: { pid: process.pid, phase: 'starting' }, state: null });
+      expect(s.notes).toEqual(['its manager is setting up the sandbox (the status socket opens once its services are launched)']);
+    } finally {
+      claim.lock.release();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(config.runtimeDir, { recursive: true, force: true });
+    }
+  });
 
   it('a VM with no record: not running, never ran here; exit 3', async () => {
     vm = newTestVm();
