@@ -389,7 +389,7 @@ export function createLinuxBackend(config: VmConfig, opts: LinuxBackendOptions =
         // plan costs one round trip, not one per operation. The first failure is the one reported;
         // the requests after it run in the VM's own mount namespace (a slave of the host's: nothing
         // propagates back), which the failed setup then tears down with the init.
-        const replies = plan.mounts.map((op) => c.request('mount', op.verb, ...opArgs(op)));
+        const replies = c.batch(() => plan.mounts.map((op) => c.request('mount', op.verb, ...opArgs(op))));
         for (const r of replies) r.catch(() => undefined); // each is awaited below, in order
         for (const [i, op] of plan.mounts.entries()) {
           if (signal.aborted) throw aborted('mount');

@@ -5,26 +5,36 @@ import { Socket } from 'node:net';
 import { EffectError } from '../port.js';
 import { errnoName } from './native.js';
 
-const SAFE = /^[A-Za-z0-9._/:=,+@-]$/;
+/** The bytes a token carries as they are; every other byte is %XX (the C side decodes both). */
+const SAFE_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/:=,+@-';
+const SAFE_BYTE = new Uint8Array(128);
+for (let i = 0; i < SAFE_CHARS.length; i++) SAFE_BYTE[SAFE_CHARS.charCodeAt(i)] = 1;
+/** A token of safe characters only: as it is (most of a plan's paths, names and numbers). */
+const ALL_SAFE = /^[A-Za-z0-9._/:=,+@-]+$/;
+/** A received token with no escape and no byte above ASCII: the text itself. */
+const NOTHING_ESCAPED = /^[^%\x80-\xff]*$/;
 
 /** native/vmsandbox-init.c: MAX_LINE (the newline included) and MAX_TOKENS. */
 export const MAX_REQUEST_BYTES = 65536;
 export const MAX_REQUEST_TOKENS = 4096;
 
+// Both run for every token of every request and reply (a spawn carries hundreds, a service's output
+// line is one): a whole-token test first, so that the byte loop runs only where there is something
+// to escape (test/linux/plan.test.ts checks them against the byte loops alone).
 export function encodeToken(s: string): string {
   if (s === '') return '~';
+  if (ALL_SAFE.test(s)) return s;
   let out = '';
   for (const byte of Buffer.from(s, 'utf8')) {
-    const ch = String.fromCharCode(byte);
-    if (byte !== 0 && byte < 0x80 && SAFE.test(ch)) out += ch;
-    else if (byte === 0) throw new EffectError('protocol', 'EINVAL', `NUL byte in ${JSON.stringify(s)}`);
-    else out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+    if (byte === 0) throw new EffectError('protocol', 'EINVAL', `NUL byte in ${JSON.stringify(s)}`);
+    out += byte < 0x80 && SAFE_BYTE[byte] ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out;
 }
 
 export function decodeToken(t: string): string {
   if (t === '~') return '';
+  if (NOTHING_ESCAPED.test(t)) return t;
   const bytes: number[] = [];
   for (let i = 0; i < t.length; i++) {
     if (t[i] === '%') {
@@ -138,6 +148,19 @@ export class InitClient {
         code: c === 'exited' ? n : null,
         signo: c === 'killed' ? n : null,
       });
+    }
+  }
+
+  /**
+   * Send several requests in one write (the socket corked meanwhile): a pipelined plan reaches the
+   * init in one go instead of one syscall per line. `send` makes the requests; its result is returned.
+   */
+  batch<T>(send: () => T): T {
+    this.sock.cork();
+    try {
+      return send();
+    } finally {
+      this.sock.uncork();
     }
   }
 
