@@ -98,9 +98,7 @@ export async function checkMain(argv: string[], options: CheckOptions = {}): Pro
   const result = await check(file, hostCheck);
   if (json) {
     const { exitCode: _status, ...shown } = result;
-    // The host's report as documented; its plan is what `run` executes, not check's output.
-    const host = 'host' in shown && shown.host ? (({ plan: _plan, ...h }) => h)(shown.host) : undefined;
-    io.out(`${JSON.stringify({ file, ...shown, ...(host && { host }) }, null, 2)}\n`);
+    io.out(`${JSON.stringify({ file, ...shown }, null, 2)}\n`);
   } else if ('problems' in result) {
     io.err(result.problems.map((problem) => `${file}: ${problem}\n`).join(''));
   } else {

@@ -48,8 +48,6 @@ export interface HostReport {
   warnings: number;
   items: HostItem[];
   facts: HostFacts;
-  /** The plan of the config from these facts, when it has no refusal: what `run` executes (made once). */
-  plan: SandboxPlan | null;
 }
 
 /** Where the host check reads; tests point these at fixtures. */
@@ -203,6 +201,14 @@ function v1Controllers(procCgroups: string): Set<string> {
 
 /** Check `config` (already valid) against this host. */
 export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = {}): Promise<HostReport> {
+  return (await hostCheckAndPlan(config, opts)).report;
+}
+
+/**
+ * The check, and the plan it made of the config from the same facts (null where the plan refuses:
+ * each refusal is then a failed item). `vmsandbox run`'s preflight executes that plan.
+ */
+export async function hostCheckAndPlan(config: VmConfig, opts: HostCheckOptions = {}): Promise<{ report: HostReport; plan: SandboxPlan | null }> {
   const items: HostItem[] = [];
   const add = (level: HostLevel, item: string, message: string) => items.push({ level, item, message });
   const svcPath = (i: number) => `services[${i}]`;
@@ -381,11 +387,7 @@ export async function linuxHostCheck(config: VmConfig, opts: HostCheckOptions = 
   const failures = items.filter((x) => x.level === 'fail').length;
   const warnings = items.filter((x) => x.level === 'warn').length;
   return {
-    ok: failures === 0,
-    failures,
-    warnings,
-    items,
-    facts: { root, landlockAbi: abi, cgroup2Mount: mount, cgroupControllers: controllers, kvm: kvmOk },
+    report: { ok: failures === 0, failures, warnings, items, facts: { root, landlockAbi: abi, cgroup2Mount: mount, cgroupControllers: controllers, kvm: kvmOk } },
     plan: planned.ok ? planned.plan : null,
   };
 }
