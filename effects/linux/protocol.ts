@@ -5,12 +5,11 @@ import { Socket } from 'node:net';
 import { EffectError } from '../port.js';
 import { errnoName } from './native.js';
 
-/** The bytes a token carries as they are; every other byte is %XX (the C side decodes both). */
-const SAFE_CHARS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/:=,+@-';
-const SAFE_BYTE = new Uint8Array(128);
-for (let i = 0; i < SAFE_CHARS.length; i++) SAFE_BYTE[SAFE_CHARS.charCodeAt(i)] = 1;
+/** The characters a token carries as they are; every other byte is %XX (the C side decodes both). */
+const SAFE = 'A-Za-z0-9._/:=,+@-';
+const SAFE_CHAR = new RegExp(`^[${SAFE}]$`);
 /** A token of safe characters only: as it is (most of a plan's paths, names and numbers). */
-const ALL_SAFE = /^[A-Za-z0-9._/:=,+@-]+$/;
+const ALL_SAFE = new RegExp(`^[${SAFE}]+$`);
 /** A received token with no escape and no byte above ASCII: the text itself. */
 const NOTHING_ESCAPED = /^[^%\x80-\xff]*$/;
 
@@ -27,7 +26,8 @@ export function encodeToken(s: string): string {
   let out = '';
   for (const byte of Buffer.from(s, 'utf8')) {
     if (byte === 0) throw new EffectError('protocol', 'EINVAL', `NUL byte in ${JSON.stringify(s)}`);
-    out += byte < 0x80 && SAFE_BYTE[byte] ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+    const ch = String.fromCharCode(byte);
+    out += byte < 0x80 && SAFE_CHAR.test(ch) ? ch : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out;
 }
