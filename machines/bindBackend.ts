@@ -1,29 +1,24 @@
-// Fill the machine's effect slots from a backend's port: the only place the pure machine meets effects.
+// A machine with one backend's effects provided: for whoever wants a machine of its own with its
+// effects in it (tests that wrap an effect, the benches). The runner and the simulator need no such
+// machine: they attach the backend to the actor's system (systemEffects.ts), which costs nothing,
+// where provide() builds the machine's state nodes again.
 
 import { fromPromise } from 'xstate';
 import type { SandboxEffects } from '../effects/port.js';
 import { sandboxMachine } from './sandbox.js';
 
-/**
- * The effects of a run: one backend's, or, given a function, the backend of each actor system (the
- * root actor's `system`). The simulator binds one machine that way for all its runs: provide()
- * costs more than a whole simulated lifecycle.
- */
-export type EffectsSource = SandboxEffects | ((system: object) => SandboxEffects);
-
-export function bindEffects(source: EffectsSource, machine: typeof sandboxMachine = sandboxMachine) {
-  const of = typeof source === 'function' ? source : () => source;
+export function bindEffects(effects: SandboxEffects, machine: typeof sandboxMachine = sandboxMachine) {
   return machine.provide({
     actors: {
-      createNamespaces: fromPromise(({ input, signal, system }) => of(system).createNamespaces(input, signal)),
-      mount: fromPromise(({ input, signal, system }) => of(system).mount(input, signal)),
-      prepareLandlock: fromPromise(({ input, signal, system }) => of(system).prepareLandlock(input, signal)),
-      createCgroups: fromPromise(({ input, signal, system }) => of(system).createCgroups(input, signal)),
-      launch: fromPromise(({ input, signal, system }) => of(system).launch(input, signal)),
-      requestStop: fromPromise(({ input, signal, system }) => of(system).requestStop(input, signal)),
-      terminateServices: fromPromise(({ input, signal, system }) => of(system).terminateServices(input, signal)),
-      killAll: fromPromise(({ input, signal, system }) => of(system).killAll(input, signal)),
-      cleanup: fromPromise(({ input, signal, system }) => of(system).cleanup(input, signal)),
+      createNamespaces: fromPromise(({ input, signal }) => effects.createNamespaces(input, signal)),
+      mount: fromPromise(({ input, signal }) => effects.mount(input, signal)),
+      prepareLandlock: fromPromise(({ input, signal }) => effects.prepareLandlock(input, signal)),
+      createCgroups: fromPromise(({ input, signal }) => effects.createCgroups(input, signal)),
+      launch: fromPromise(({ input, signal }) => effects.launch(input, signal)),
+      requestStop: fromPromise(({ input, signal }) => effects.requestStop(input, signal)),
+      terminateServices: fromPromise(({ input, signal }) => effects.terminateServices(input, signal)),
+      killAll: fromPromise(({ input, signal }) => effects.killAll(input, signal)),
+      cleanup: fromPromise(({ input, signal }) => effects.cleanup(input, signal)),
     },
   });
 }

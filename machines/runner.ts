@@ -8,7 +8,6 @@ import { createActor, toPromise, type Actor, type InspectionEvent } from 'xstate
 import type { VmConfig } from '../config/types.js';
 import type { Backend, KernelEvent, SandboxEffects } from '../effects/port.js';
 import type { Refusal } from '../plan/types.js';
-import { bindEffects } from './bindBackend.js';
 import { exitCodeFor } from './outcome.js';
 import { attachEffects } from './systemEffects.js';
 import { transitionInspector, type TransitionRecord } from './observe.js';
@@ -87,10 +86,9 @@ export function runSandbox(backend: Backend, config: VmConfig, hooks: RunnerHook
   };
   let actor: Actor<SandboxMachine>;
   if (hooks.actorFor) actor = hooks.actorFor(backend.effects, options);
-  else if (hooks.machine) actor = createActor(bindEffects(backend.effects, hooks.machine), options as never);
   else {
     // The machine as it is, its effect slots run through this backend (no provide(): systemEffects.ts).
-    actor = createActor(sandboxMachine, options as never);
+    actor = createActor(hooks.machine ?? sandboxMachine, options as never);
     attachEffects(actor.system, backend.effects);
   }
 

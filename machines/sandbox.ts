@@ -108,7 +108,7 @@ type NoInput = JournalInput;
 
 /**
  * An effect slot the machine names: it runs the effect of the backend attached to its actor system
- * (systemEffects.ts; runner.ts attaches it), or the one a caller provides (bindBackend.ts).
+ * (systemEffects.ts: the runner and the simulator attach it), or the one a caller provides (bindBackend.ts).
  */
 function port<O, I>(op: keyof SandboxEffects) {
   return fromPromise<O, I>(({ input, signal, system }) => (effectsOf(system, op)[op] as (i: I, s: AbortSignal) => Promise<O>)(input, signal));

@@ -1,10 +1,10 @@
 // Which effects a running machine executes: its effect slots (machines/sandbox.ts) look their
-// backend up by the actor system they run in, and the runner attaches the backend's port to that
-// system before the actor starts. The machine holds no effects (it stays data: drawable, and the
+// backend up by the actor system they run in, and the runner and the simulator attach the backend's
+// port to that system before the actor starts. The machine holds no effects (it stays data: drawable, and the
 // simulator and the Linux backend run the same one), and binding costs nothing: provide() would
 // build the machine's state nodes a second time, 2.3 ms of every manager's start
 // (docs/architecture.md, "How the manager starts"). bindBackend.ts still provides effects to a
-// machine for those who bring their own (the simulator, variant machines).
+// machine of one's own (tests that wrap an effect, the benches).
 
 import type { SandboxEffects } from '../effects/port.js';
 

@@ -11,7 +11,7 @@ import { createActor, type Actor } from 'xstate';
 import type { VmConfig } from '../config/types.js';
 import { phaseOf, type Phase } from '../effects/owner.js';
 import type { SandboxEffects } from '../effects/port.js';
-import { bindEffects } from '../machines/bindBackend.js';
+import { attachEffects } from '../machines/systemEffects.js';
 import type { TransitionRecord } from '../machines/observe.js';
 import { runSandbox, type ActorOptions, type SandboxRun } from '../machines/runner.js';
 import type { SandboxMachine, SandboxOutput } from '../machines/sandbox.js';
@@ -79,19 +79,14 @@ export const MICROTASK_HOPS = 8;
 export const MANAGER_HOPS = 8;
 const macrotask = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-// Building a machine (provide()) costs more than running a lifecycle (binding one per run made
-// runs 1.7 times as slow), so every run of a machine shares one binding: its effects go to the
-// backend registered for the actor's system. Runs share nothing else, so they may interleave.
-const backends = new WeakMap<object, SandboxEffects>();
-const bindings = new WeakMap<SandboxMachine, SandboxMachine>();
-
-/** An actor of `machine` (the product's when not given) whose effects are `effects`, not started. */
+/**
+ * An actor of `machine` (the product's when not given) whose effects are `effects`, not started:
+ * the machine's effect slots run the backend attached to the actor's system (machines/systemEffects.ts),
+ * so runs share the machine and nothing else, and may interleave.
+ */
 function actorOver(machine: SandboxMachine | undefined, effects: SandboxEffects, options: ActorOptions): Actor<SandboxMachine> {
-  const m = machine ?? sandboxMachine;
-  let bound = bindings.get(m);
-  if (!bound) bindings.set(m, (bound = bindEffects((system) => backends.get(system)!, m)));
-  const actor = createActor(bound, options);
-  backends.set(actor.system, effects);
+  const actor = createActor(machine ?? sandboxMachine, options);
+  attachEffects(actor.system, effects);
   return actor;
 }
 
